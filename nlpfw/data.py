@@ -1,0 +1,28 @@
+"""Where data lives: relative data paths in recipes are resolved under the data root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nlpfw.errors import DataError
+
+DATA_ROOT_ENV = "NLPFW_DATA_ROOT"
+
+
+def data_root() -> Path:
+    """`$NLPFW_DATA_ROOT`, or `./data` when it is unset."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or "data").expanduser()
+
+
+def resolve(path: str | Path, root: Path, key: str, *, directory: bool = False) -> Path:
+    """An absolute `path` as is; a relative one under `root`. Raise `DataError` naming `key` if absent."""
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute():
+        candidate = root / candidate
+    exists = candidate.is_dir() if directory else candidate.is_file()
+    if not exists:
+        what = "folder" if directory else "file"
+        hint = "" if Path(path).is_absolute() else f" (relative paths are read under the data root; set {DATA_ROOT_ENV})"
+        raise DataError(f"{key}: {what} not found: {candidate}{hint}")
+    return candidate

@@ -1,0 +1,52 @@
+"""Every hook a plugin can implement.
+
+A plugin is a module (or object) with functions marked `@hookimpl`. The four contribution
+hooks are called once per plugin when the registry is built (at start-up of every command);
+each receives a `register(name, cls)` callable. Names are versioned (`bert.v1`); a name
+registered by two plugins is an error that names both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from nlpfw.interfaces import Dataset, Decoder, Encoder, Task
+
+hookspec = pluggy.HookspecMarker("nlpfw")
+hookimpl = pluggy.HookimplMarker("nlpfw")
+
+
+@hookspec
+def register_tasks(register: Callable[[str, type[Task]], None]) -> None:
+    """Register task classes (`ner.v1`): called once when the registry is built.
+
+    `register(name, cls)` takes a versioned name and a `nlpfw.interfaces.Task` subclass.
+    """
+
+
+@hookspec
+def register_encoders(register: Callable[[str, type[Encoder]], None]) -> None:
+    """Register encoder classes (`bert.v1`): called once when the registry is built.
+
+    `register(name, cls)` takes a versioned name and a `nlpfw.interfaces.Encoder` subclass.
+    """
+
+
+@hookspec
+def register_decoders(register: Callable[[str, type[Decoder]], None]) -> None:
+    """Register decoder classes (`crf.v1`): called once when the registry is built.
+
+    `register(name, cls)` takes a versioned name and a `nlpfw.interfaces.Decoder` subclass.
+    """
+
+
+@hookspec
+def register_datasets(register: Callable[[str, type[Dataset]], None]) -> None:
+    """Register dataset classes (`cluener.v1`): called once when the registry is built.
+
+    `register(name, cls)` takes a versioned name and a `nlpfw.interfaces.Dataset` subclass.
+    """

@@ -1,0 +1,187 @@
+"""Base classes of the four component kinds: Task, Encoder, Decoder, Dataset.
+
+A component declares its options as a pydantic model (`config_model`); the recipe
+section with the component's `type` is validated against it before anything heavy
+happens, and the validated model is what the constructor receives.
+
+Shapes are character-aligned: an encoder turns a text into exactly one input id per
+character and returns one hidden vector per character, so every offset a task reports
+indexes the original text, whatever the text holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class Config(BaseModel):
+    """Base of every component's options: unknown keys are rejected, values are checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """An entity: `text[start:end]` (end exclusive) of type `label`."""
+
+    start: int
+    end: int
+    label: str
+
+    def text_in(self, text: str) -> str:
+        return text[self.start : self.end]
+
+
+@dataclass
+class Example:
+    """One text with its gold spans (`None` when the split carries no labels)."""
+
+    text: str
+    spans: list[Span] | None = None
+    id: Any = None
+
+
+@dataclass
+class Reference:
+    """Published results a report shows beside ours (F1 values as fractions, 0-1).
+
+    `speed` rows map a device name to its four timings in seconds; `model` rows map a
+    system to precision/recall/f1/loss; `entities` maps a column (a published system)
+    to per-entity F1 and `overall`.
+    """
+
+    source: str
+    speed: dict[str, dict[str, float]] = field(default_factory=dict)
+    model: dict[str, dict[str, float]] = field(default_factory=dict)
+    entities: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class Dataset:
+    """A corpus: named splits of `Example`s and the entity types they use."""
+
+    config_model: ClassVar[type[Config]] = Config
+
+    def __init__(self, config: Config, data_root: Path):
+        self.config = config
+        self.data_root = data_root
+
+    def splits(self) -> tuple[str, ...]:
+        """Names of the splits this corpus has (`train` and `dev` are used for training)."""
+        raise NotImplementedError
+
+    def load(self, split: str) -> list[Example]:
+        """Read one split; raise `DataError` naming the file and line on bad input."""
+        raise NotImplementedError
+
+    def entity_types(self) -> list[str]:
+        """Entity types in a fixed order, so that label maps are stable across runs."""
+        raise NotImplementedError
+
+    def reference(self) -> Reference | None:
+        """Published results to show beside ours, or None."""
+        return None
+
+
+class EncoderConfig(Config):
+    """Options every encoder has."""
+
+    lr: float | None = Field(default=None, gt=0, description="learning rate (default: trainer.lr)")
+
+
+class Encoder(nn.Module):
+    """Text to one hidden vector per character.
+
+    Subclasses set `output_dim` and `max_chars` (the longest text the encoder takes in one
+    window, or None for no limit).
+    """
+
+    config_model: ClassVar[type[Config]] = EncoderConfig
+    output_dim: int
+    max_chars: int | None = None
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def from_config(cls, config: Config, data_root: Path) -> Encoder:
+        """Build for training: load pretrained weights or initialise from scratch."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_saved(cls, config: Config, directory: Path) -> Encoder:
+        """Rebuild the architecture from what `save` wrote; the caller loads the weights."""
+        raise NotImplementedError
+
+    def save(self, directory: Path) -> None:
+        """Write what `from_saved` needs (tokenizer, architecture), but not the weights."""
+        raise NotImplementedError
+
+    def char_ids(self, text: str) -> list[int]:
+        """Exactly one input id per character of `text`."""
+        raise NotImplementedError
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`input_ids`, `mask`: [batch, chars]. Returns [batch, chars, output_dim]."""
+        raise NotImplementedError
+
+
+class DecoderConfig(Config):
+    """Options every decoder has."""
+
+    lr: float | None = Field(default=None, gt=0, description="learning rate (default: trainer.lr)")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout before the classifier")
+
+
+class Decoder(nn.Module):
+    """Hidden vectors to one tag per character, with the training loss."""
+
+    config_model: ClassVar[type[Config]] = DecoderConfig
+
+    def __init__(self, config: Config, input_dim: int, num_tags: int):
+        super().__init__()
+        self.config = config
+        self.input_dim = input_dim
+        self.num_tags = num_tags
+
+    def loss(self, hidden: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss; `tags`, `mask`: [batch, chars]."""
+        raise NotImplementedError
+
+    def decode(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Best tag ids, [batch, chars]; positions outside `mask` hold 0."""
+        raise NotImplementedError
+
+
+class Task:
+    """Turns examples into model inputs and predictions back into spans, and scores them."""
+
+    config_model: ClassVar[type[Config]] = Config
+
+    def __init__(self, config: Config, entity_types: Sequence[str]):
+        self.config = config
+        self.entity_types = list(entity_types)
+
+    @property
+    def labels(self) -> list[str]:
+        """Tag names; a tag id is its index here."""
+        raise NotImplementedError
+
+    def encode(self, example: Example, encoder: Encoder) -> dict[str, Any]:
+        """One example's features (ids, tags); the collate function batches them."""
+        raise NotImplementedError
+
+    def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Pad a list of features into a batch of tensors."""
+        raise NotImplementedError
+
+    def spans(self, text: str, tag_ids: Sequence[int]) -> list[Span]:
+        """Spans of one text from its predicted tag ids (one per character)."""
+        raise NotImplementedError

@@ -1,0 +1,178 @@
+"""The plugin manager: built-ins first, then installed entry points in group `nlpfw`.
+
+`NLPFW_LOAD_PLUGINS` limits the entry points loaded to a comma-separated list of entry-point
+or distribution names (an empty string loads none); built-ins are always loaded, since they
+are the recipe vocabulary. A plugin that fails to import or register is recorded in
+`PluginManager.failures` and left out; the rest of nlpfw keeps working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from nlpfw import __version__, hookspecs
+from nlpfw.errors import PluginError, RegistryError
+from nlpfw.registry import KINDS, Origin, Registry
+
+ENTRY_POINT_GROUP = "nlpfw"
+LOAD_PLUGINS_ENV = "NLPFW_LOAD_PLUGINS"
+
+BUILTIN_PLUGINS = (
+    "nlpfw_plugins.ner",
+    "nlpfw_plugins.cluener",
+    "nlpfw_plugins.bert",
+    "nlpfw_plugins.crf",
+    "nlpfw_plugins.softmax",
+)
+
+
+@dataclass
+class Failure:
+    """A plugin that could not be loaded, and why."""
+
+    origin: Origin
+    error: str
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager plus where each plugin came from (for `list-plugins` and run records)."""
+
+    def __init__(self) -> None:
+        super().__init__("nlpfw")
+        self.add_hookspecs(hookspecs)
+        self.origins: dict[str, Origin] = {}
+        self.failures: list[Failure] = []
+
+    def add(self, plugin: Any, origin: Origin) -> bool:
+        """Register `plugin`; on a misspelt hook record a failure and leave it out."""
+        try:
+            self.register(plugin, name=origin.plugin)
+            self.check_pending()
+        except Exception as error:  # a broken plugin must not take nlpfw down with it
+            if self.is_registered(plugin):
+                self.unregister(plugin)
+            self.failures.append(Failure(origin, f"{type(error).__name__}: {error}"))
+            return False
+        self.origins[origin.plugin] = origin
+        return True
+
+
+def get_plugin_manager(
+    load_entrypoints: bool = True, modules: Iterable[str] = ()
+) -> PluginManager:
+    """Build a manager with the built-ins, then `modules` (`-p`), then installed entry points."""
+    pm = PluginManager()
+    for name in BUILTIN_PLUGINS:
+        pm.add(importlib.import_module(name), Origin(name, "builtin", "nlpfw", __version__))
+    for name in modules:
+        origin = Origin(name, "-p")
+        try:
+            module = importlib.import_module(name)
+        except Exception as error:
+            pm.failures.append(Failure(origin, f"{type(error).__name__}: {error}"))
+            continue
+        pm.add(module, origin)
+    if load_entrypoints:
+        _load_entrypoints(pm, _allowed_names())
+    return pm
+
+
+def _allowed_names() -> set[str] | None:
+    value = os.environ.get(LOAD_PLUGINS_ENV)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _load_entrypoints(pm: PluginManager, allowed: set[str] | None) -> None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else None
+        version = ep.dist.version if ep.dist is not None else None
+        if allowed is not None and ep.name not in allowed and dist not in allowed:
+            continue
+        origin = Origin(ep.name, "entry point", dist, version)
+        if pm.has_plugin(ep.name):
+            pm.failures.append(Failure(origin, f"a plugin named '{ep.name}' is already loaded"))
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as error:
+            pm.failures.append(Failure(origin, f"{type(error).__name__}: {error}"))
+            continue
+        pm.add(plugin, origin)
+
+
+HOOK_FOR_KIND = {kind: f"register_{kind}s" for kind in KINDS}
+
+
+def build_registry(pm: PluginManager) -> Registry:
+    """Call every plugin's contribution hooks and record which plugin supplied each name.
+
+    The hooks are called one implementation at a time (through pluggy's public
+    `get_hookimpls`) so that the registry knows the supplier of every name. A duplicate
+    name raises `RegistryError` naming both plugins.
+    """
+    registry = Registry()
+    for kind, hook_name in HOOK_FOR_KIND.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            origin = pm.origins.get(impl.plugin_name, Origin(impl.plugin_name, "registered"))
+            register = _registrar(registry, kind, origin)
+            try:
+                impl.function(register=register)
+            except RegistryError:
+                raise
+            except Exception as error:
+                raise PluginError(
+                    f"{origin.describe()} failed in {hook_name}: {type(error).__name__}: {error}"
+                ) from error
+    return registry
+
+
+def _registrar(registry: Registry, kind: str, origin: Origin) -> Callable[[str, type], None]:
+    def register(name: str, cls: type) -> None:
+        registry.add(kind, name, cls, origin)
+
+    return register
+
+
+def plugin_records(pm: PluginManager, registry: Registry) -> list[dict[str, Any]]:
+    """One record per plugin (loaded or failed): what `list-plugins` shows and runs save."""
+    provides: dict[str, list[str]] = {}
+    for component in registry:
+        provides.setdefault(component.origin.plugin, []).append(
+            f"{component.kind}: {component.name}"
+        )
+    records = []
+    for name, origin in pm.origins.items():
+        plugin = pm.get_plugin(name)
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        records.append(
+            {
+                "plugin": name,
+                "version": origin.version,
+                "source": origin.distribution if origin.source == "entry point" else origin.source,
+                "hooks": hooks,
+                "provides": provides.get(name, []),
+                "error": None,
+            }
+        )
+    for failure in pm.failures:
+        origin = failure.origin
+        records.append(
+            {
+                "plugin": origin.plugin,
+                "version": origin.version,
+                "source": origin.distribution or origin.source,
+                "hooks": [],
+                "provides": [],
+                "error": failure.error,
+            }
+        )
+    return records

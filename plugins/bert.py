@@ -1,0 +1,196 @@
+"""`bert.v1`: a BERT-family encoder from transformers, one hidden vector per character.
+
+`pretrained` is a hub name (`bert-base-chinese`) or a local directory, loaded with the Auto
+classes; or, with `vocab` instead, a BERT is built from scratch from the size settings (for
+offline and CPU runs). Characters are looked up one by one in the vocabulary (a word-piece
+tokenizer would merge `CSOL` into `cs ##ol` and break offsets); whitespace maps to
+`[unused1]`, since BERT's tokenizer would drop it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from pydantic import Field, model_validator
+from torch import nn
+
+from nlpfw.data import resolve
+from nlpfw.errors import DataError
+from nlpfw.hookspecs import hookimpl
+from nlpfw.interfaces import Encoder, EncoderConfig
+
+SIZE_KEYS = (
+    "hidden_size", "num_layers", "num_heads", "intermediate_size",
+    "max_position_embeddings", "hidden_dropout", "attention_dropout",
+)  # fmt: skip
+SPACE_TOKEN = "[unused1]"
+
+
+class BertEncoderConfig(EncoderConfig):
+    pretrained: str | None = Field(default=None, description="hub name or local directory")
+    vocab: str | None = Field(default=None, description="vocab.txt for a from-scratch model")
+    hidden_size: int = Field(default=768, ge=1)
+    num_layers: int = Field(default=12, ge=1)
+    num_heads: int = Field(default=12, ge=1)
+    intermediate_size: int = Field(default=3072, ge=1)
+    max_position_embeddings: int = Field(default=512, ge=3)
+    hidden_dropout: float = Field(default=0.1, ge=0, lt=1)
+    attention_dropout: float = Field(default=0.1, ge=0, lt=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout on the encoder output")
+    bilstm: bool = Field(default=False, description="a BiLSTM layer on top of BERT")
+    lstm_hidden_size: int = Field(default=256, ge=1, description="per direction")
+    lstm_layers: int = Field(default=1, ge=1)
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BertEncoderConfig:
+        if (self.pretrained is None) == (self.vocab is None):
+            raise ValueError("set either 'pretrained' (hub name or directory) or 'vocab' (from scratch)")
+        size_keys = sorted(set(SIZE_KEYS) & self.model_fields_set)
+        if self.pretrained is not None and size_keys:
+            raise ValueError(
+                f"{', '.join(size_keys)} only apply to from-scratch models; "
+                "a pretrained model keeps its own architecture"
+            )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        return self
+
+
+class BertEncoder(Encoder):
+    config_model = BertEncoderConfig
+    config: BertEncoderConfig
+
+    def __init__(self, config: BertEncoderConfig, bert: nn.Module, tokenizer: Any):
+        super().__init__(config)
+        self.bert = bert
+        self.tokenizer = tokenizer
+        hidden = bert.config.hidden_size
+        self.max_chars = bert.config.max_position_embeddings - 2
+        self.lstm = None
+        if config.bilstm:
+            self.lstm = nn.LSTM(
+                hidden, config.lstm_hidden_size, num_layers=config.lstm_layers,
+                batch_first=True, bidirectional=True,
+            )  # fmt: skip
+            hidden = 2 * config.lstm_hidden_size
+        self.dropout = nn.Dropout(config.dropout)
+        self.output_dim = hidden
+        self._vocab: dict[str, int] = tokenizer.get_vocab()
+        self._cache: dict[str, int] = {}
+        self.unk_id = self._vocab[tokenizer.unk_token]
+        self.cls_id = self._vocab[tokenizer.cls_token]
+        self.sep_id = self._vocab[tokenizer.sep_token]
+        self.space_id = self._vocab.get(SPACE_TOKEN, self.unk_id)
+
+    @classmethod
+    def from_config(cls, config: BertEncoderConfig, data_root: Path) -> BertEncoder:
+        if config.vocab is not None:
+            vocab = resolve(config.vocab, data_root, "encoder.vocab")
+            tokenizer = _tokenizer_from_vocab(vocab)
+            bert_config = transformers.BertConfig(
+                vocab_size=len(tokenizer.get_vocab()),
+                hidden_size=config.hidden_size,
+                num_hidden_layers=config.num_layers,
+                num_attention_heads=config.num_heads,
+                intermediate_size=config.intermediate_size,
+                max_position_embeddings=config.max_position_embeddings,
+                hidden_dropout_prob=config.hidden_dropout,
+                attention_probs_dropout_prob=config.attention_dropout,
+            )
+            return cls(config, transformers.BertModel(bert_config, add_pooling_layer=False), tokenizer)
+        source = _pretrained_source(config.pretrained)
+        remote = {"trust_remote_code": config.trust_remote_code}
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source, **remote)
+            auto_config = transformers.AutoConfig.from_pretrained(source, **remote)
+            bert = transformers.AutoModel.from_pretrained(
+                source, config=auto_config, **_no_pooler(auto_config), **remote
+            )
+        except OSError as error:
+            raise DataError(
+                f"encoder.pretrained: cannot load {config.pretrained!r}: {error}\n"
+                "Without network access, download the model elsewhere and set "
+                "encoder.pretrained to its local directory."
+            ) from None
+        return cls(config, bert, tokenizer)
+
+    @classmethod
+    def from_saved(cls, config: BertEncoderConfig, directory: Path) -> BertEncoder:
+        remote = {"trust_remote_code": config.trust_remote_code}
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, **remote)
+        auto_config = transformers.AutoConfig.from_pretrained(directory, **remote)
+        bert = transformers.AutoModel.from_config(auto_config, **_no_pooler(auto_config), **remote)
+        return cls(config, bert, tokenizer)
+
+    def save(self, directory: Path) -> None:
+        self.bert.config.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+
+    def char_id(self, char: str) -> int:
+        cached = self._cache.get(char)
+        if cached is None:
+            cached = self._cache[char] = self._lookup(char)
+        return cached
+
+    def _lookup(self, char: str) -> int:
+        if char.isspace() or unicodedata.category(char) in ("Zs", "Cc", "Cf"):
+            return self.space_id
+        folded = unicodedata.normalize("NFKC", char).lower()
+        stripped = "".join(c for c in unicodedata.normalize("NFD", folded) if unicodedata.category(c) != "Mn")
+        for candidate in (char, char.lower(), folded, stripped):
+            if candidate in self._vocab:
+                return self._vocab[candidate]
+        return self.unk_id
+
+    def char_ids(self, text: str) -> list[int]:
+        return [self.char_id(c) for c in text]
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, width = input_ids.shape
+        lengths = mask.sum(dim=1)
+        ids = torch.full((batch, width + 2), self.tokenizer.pad_token_id or 0, dtype=torch.long, device=input_ids.device)
+        ids[:, 0] = self.cls_id
+        ids[:, 1 : width + 1] = torch.where(mask, input_ids, ids[:, 1 : width + 1])
+        ids.scatter_(1, (lengths + 1).unsqueeze(1), self.sep_id)
+        attention = torch.zeros_like(ids, dtype=torch.long)
+        attention[:, : width + 2] = (torch.arange(width + 2, device=ids.device) < (lengths + 2).unsqueeze(1)).long()
+        hidden = self.bert(input_ids=ids, attention_mask=attention).last_hidden_state[:, 1 : width + 1]
+        if self.lstm is not None:
+            packed = nn.utils.rnn.pack_padded_sequence(
+                hidden, lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+            output, _ = self.lstm(packed)
+            hidden, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=width)
+        return self.dropout(hidden)
+
+
+def _no_pooler(auto_config: Any) -> dict[str, Any]:
+    # The pooler is for sentence classification; leaving it out keeps every parameter trained.
+    return {"add_pooling_layer": False} if auto_config.model_type == "bert" else {}
+
+
+def _pretrained_source(pretrained: str | None) -> str:
+    assert pretrained is not None
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        return str(path)
+    if pretrained.startswith((".", "/", "~")) or path.is_absolute():
+        raise DataError(f"encoder.pretrained: directory not found: {path}")
+    return pretrained
+
+
+def _tokenizer_from_vocab(vocab: Path) -> Any:
+    # transformers 5 names the argument `vocab`; 4.x called it `vocab_file`.
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return transformers.BertTokenizer(vocab=str(vocab))
+    return transformers.BertTokenizerFast(vocab_file=str(vocab))
+
+
+@hookimpl
+def register_encoders(register):
+    register("bert.v1", BertEncoder)
