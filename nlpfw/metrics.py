@@ -1,0 +1,89 @@
+"""Entity-level scores: strict matching of exact spans (type, start, end).
+
+A predicted entity counts only if a gold entity has the same type and the same start and
+end. This is what seqeval computes in strict IOB2 mode (`mode="strict", scheme=IOB2`), and
+`seqeval_scores` is kept beside it so the two can be checked against each other; seqeval's
+default mode is lenient (it repairs ill-formed tag sequences) and is not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nlpfw.interfaces import Span
+
+
+@dataclass
+class Counts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def add(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    @property
+    def support(self) -> int:
+        return self.tp + self.fn
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "precision": self.precision, "recall": self.recall, "f1": self.f1,
+            "support": self.support, "tp": self.tp, "fp": self.fp, "fn": self.fn,
+        }  # fmt: skip
+
+
+@dataclass
+class EntityScores:
+    overall: Counts = field(default_factory=Counts)
+    by_type: dict[str, Counts] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "overall": self.overall.to_dict(),
+            "by_type": {label: c.to_dict() for label, c in self.by_type.items()},
+        }
+
+
+def score_spans(
+    gold: Sequence[Iterable[Span]], pred: Sequence[Iterable[Span]], types: Iterable[str] = ()
+) -> EntityScores:
+    """Micro-averaged and per-type strict span scores over parallel lists of documents."""
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold documents but {len(pred)} predicted")
+    scores = EntityScores(by_type={t: Counts() for t in types})
+    for gold_spans, pred_spans in zip(gold, pred):
+        g, p = set(gold_spans), set(pred_spans)
+        for outcome, spans in (("tp", g & p), ("fp", p - g), ("fn", g - p)):
+            for span in spans:
+                scores.overall.add(outcome)
+                scores.by_type.setdefault(span.label, Counts()).add(outcome)
+    return scores
+
+
+def seqeval_scores(gold_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, dict[str, float]]:
+    """seqeval's strict IOB2 scores: {'overall'|type: {precision, recall, f1, support}}."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    report = classification_report(
+        gold_tags, pred_tags, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+    )
+    out = {k: {m: v[m.replace("f1", "f1-score")] for m in ("precision", "recall", "f1", "support")} for k, v in report.items()}
+    out["overall"] = out.pop("micro avg")
+    return out

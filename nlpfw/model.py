@@ -1,0 +1,138 @@
+"""The trained model: encoder + decoder, batched inference, and the self-contained model folder.
+
+A model folder holds everything needed to predict without the training data:
+
+    model.safetensors   all weights (encoder and decoder)
+    encoder/            what the encoder needs to rebuild itself (tokenizer, architecture)
+    labels.json         entity types and tag names, in id order
+    recipe.toml         the resolved recipe it was trained with
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from nlpfw import io
+from nlpfw.device import autocast
+from nlpfw.errors import NlpfwError
+from nlpfw.interfaces import Decoder, Encoder, Span, Task
+from nlpfw.recipe import Recipe, load_recipe
+from nlpfw.registry import Registry
+
+WEIGHTS = "model.safetensors"
+
+
+class TaggingModel(nn.Module):
+    """An encoder and a decoder trained together."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Training loss of a batch."""
+        hidden = self.encoder(batch["input_ids"], batch["mask"])
+        return self.decoder.loss(hidden, batch["tags"], batch["mask"])
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(loss if the batch has tags, else None; best tag ids), from one encoder pass."""
+        hidden = self.encoder(batch["input_ids"], batch["mask"])
+        loss = self.decoder.loss(hidden, batch["tags"], batch["mask"]) if "tags" in batch else None
+        return loss, self.decoder.decode(hidden, batch["mask"])
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: each component at its own learning rate; no decay on biases and norms."""
+        groups = []
+        for module in (self.encoder, self.decoder):
+            module_lr = getattr(module.config, "lr", None) or lr
+            decay, no_decay = [], []
+            for name, param in module.named_parameters():
+                if param.requires_grad:
+                    (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+            groups += [
+                {"params": decay, "lr": module_lr, "weight_decay": weight_decay},
+                {"params": no_decay, "lr": module_lr, "weight_decay": 0.0},
+            ]
+        return [g for g in groups if g["params"]]
+
+
+@torch.no_grad()
+def infer(
+    model: TaggingModel,
+    task: Task,
+    features: Sequence[dict[str, Any]],
+    batch_size: int,
+    device: torch.device,
+    amp: torch.dtype | None = None,
+) -> tuple[list[list[int]], float | None, int]:
+    """Tag ids for every feature (in order), the mean loss over batches with tags, and the batch count."""
+    model.eval()
+    tags: list[list[int]] = [[] for _ in features]
+    order = [i for i, f in enumerate(features) if f["input_ids"]]  # empty texts have no tags
+    losses = []
+    batches = 0
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin : begin + batch_size]
+        batch = {k: v.to(device) for k, v in task.collate([features[i] for i in rows]).items()}
+        with autocast(device, amp):
+            loss, best = model.predict(batch)
+        if loss is not None:
+            losses.append(loss.detach().float())
+        best = best.cpu()
+        for j, i in enumerate(rows):
+            tags[i] = best[j, : len(features[i]["input_ids"])].tolist()
+        batches += 1
+    mean_loss = torch.stack(losses).mean().item() if losses else None
+    return tags, mean_loss, batches
+
+
+def save_model(directory: Path, model: TaggingModel, task: Task, recipe: Recipe) -> None:
+    """Write the model folder; every file is replaced atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.encoder.save(directory / "encoder")
+    io.write_json(directory / "labels.json", {"entity_types": task.entity_types, "labels": task.labels})
+    io.write_text(directory / "recipe.toml", recipe.to_toml())
+    io.atomic_write(directory / WEIGHTS, lambda tmp: safetensors.torch.save_model(model, str(tmp)))
+
+
+@dataclass
+class LoadedModel:
+    """A model folder loaded for prediction."""
+
+    recipe: Recipe
+    task: Task
+    model: TaggingModel
+    device: torch.device
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[list[Span]]:
+        from nlpfw.interfaces import Example
+
+        features = [self.task.encode(Example(text), self.model.encoder) for text in texts]
+        tags, _, _ = infer(self.model, self.task, features, batch_size, self.device)
+        return [self.task.spans(text, t) for text, t in zip(texts, tags)]
+
+
+def load_model(directory: str | Path, registry: Registry, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a model folder written by `save_model`; needs no training data and no network."""
+    directory = Path(directory)
+    if not (directory / WEIGHTS).is_file():
+        raise NlpfwError(f"{directory}: not a model folder (no {WEIGHTS})")
+    recipe = load_recipe(directory / "recipe.toml", registry)
+    labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
+    task = recipe.task.component.cls(recipe.task.config, labels["entity_types"])
+    encoder = recipe.encoder.component.cls.from_saved(recipe.encoder.config, directory / "encoder")
+    decoder = recipe.decoder.component.cls(recipe.decoder.config, encoder.output_dim, len(task.labels))
+    model = TaggingModel(encoder, decoder)
+    safetensors.torch.load_model(model, str(directory / WEIGHTS), device="cpu")
+    device = torch.device(device)
+    model.to(device).eval()
+    return LoadedModel(recipe, task, model, device)

@@ -1,0 +1,99 @@
+"""The seed's three result tables (speed, model, per-entity F1), with published columns beside ours."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from nlpfw.interfaces import Reference
+
+SPEED_KEYS = ("train_step_time", "train_epoch_time", "valid_step_time", "valid_epoch_time")
+METRIC_NOTE = "strict entity-level matching: exact (type, start, end) spans, as seqeval's strict IOB2 mode"
+
+
+def format_duration(seconds: float | None) -> str:
+    """`182 ms`, `3.0 s`, `1m21s`, `2h01m50s`."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms" if seconds < 0.1 else f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s"
+
+
+def speed_table(speed: dict[str, float], device: str, reference: Reference | None) -> Table:
+    table = Table(title="Speed")
+    table.add_column("device", overflow="fold")
+    for key in SPEED_KEYS:
+        table.add_column(key, justify="right", overflow="fold")
+    table.add_row(f"{device} (ours)", *(format_duration(speed.get(k)) for k in SPEED_KEYS))
+    for name, row in (reference.speed if reference else {}).items():
+        table.add_row(name, *(format_duration(row.get(k)) for k in SPEED_KEYS), style="dim")
+    return table
+
+
+def model_table(overall: dict[str, float], loss: float | None, reference: Reference | None) -> Table:
+    table = Table(title="Model (dev)", caption=METRIC_NOTE)
+    table.add_column("system")
+    for key in ("precision", "recall", "f1", "loss"):
+        table.add_column(key, justify="right")
+    table.add_row("ours", *(f"{overall[k]:.4f}" for k in ("precision", "recall", "f1")), _num(loss))
+    for name, row in (reference.model if reference else {}).items():
+        table.add_row(name, *(_num(row.get(k)) for k in ("precision", "recall", "f1", "loss")), style="dim")
+    return table
+
+
+def entity_table(scores: dict[str, Any], entity_types: Sequence[str], reference: Reference | None) -> Table:
+    """Per-entity F1 (x100, as published) with our support, then the reference columns."""
+    columns = reference.entities if reference else {}
+    table = Table(title="Per-entity F1 (dev)", caption=f"reference: {reference.source}" if reference else None)
+    table.add_column("entity", no_wrap=True)
+    table.add_column("ours", justify="right")
+    table.add_column("support", justify="right")
+    for name in columns:
+        table.add_column(name, justify="right", style="dim", overflow="fold")
+    for entity in [*entity_types, "overall"]:
+        ours = scores["overall"] if entity == "overall" else scores["by_type"].get(entity)
+        table.add_row(
+            entity,
+            f"{ours['f1'] * 100:.2f}" if ours else "-",
+            str(ours["support"]) if ours else "0",
+            *(_pct(col.get(entity)) for col in columns.values()),
+            end_section=entity == entity_types[-1] if entity_types else False,
+        )
+    return table
+
+
+def result_tables(result: dict[str, Any], entity_types: Sequence[str], reference: Reference | None) -> list[Table]:
+    """The three tables for one evaluation record (as written to metrics.jsonl)."""
+    return [
+        speed_table(result["speed"], result["device"], reference),
+        model_table(result["scores"]["overall"], result.get("dev_loss"), reference),
+        entity_table(result["scores"], entity_types, reference),
+    ]
+
+
+def render_text(tables: Sequence[Table], width: int = 120) -> str:
+    """Tables as plain text, for report files."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system=None, force_terminal=False)
+    for table in tables:
+        console.print(table)
+    return buffer.getvalue()
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f}"

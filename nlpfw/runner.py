@@ -1,0 +1,185 @@
+"""Assemble a recipe's task, dataset, encoder and decoder, train, and write the run folder.
+
+The runner knows components only through the registry; it never imports a built-in plugin.
+A run folder holds:
+
+    recipe.toml      the resolved recipe (every default filled in)
+    plugins.json     the plugins and versions that supplied each component, and the environment
+    metrics.jsonl    one record per evaluation (scores, losses, timings)
+    report.json      the best evaluation, the data summary and the published reference
+    report.txt       the three result tables of the best evaluation
+    model/           the self-contained model (see nlpfw.model)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from nlpfw import __version__, io
+from nlpfw.data import data_root as default_data_root
+from nlpfw.device import amp_dtype, resolve_device
+from nlpfw.errors import RunDirError
+from nlpfw.model import TaggingModel, save_model
+from nlpfw.plugins import PluginManager, plugin_records
+from nlpfw.recipe import Recipe
+from nlpfw.registry import Registry
+from nlpfw.report import METRIC_NOTE, render_text, result_tables
+from nlpfw.trainer import History, Trainer, set_seed
+
+
+def default_output_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
+    """`runs/<recipe>-<time>`, made unique if two runs start in the same second."""
+    base = root / f"{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def prepare_output_dir(path: Path, overwrite: bool) -> Path:
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"output folder {path} is a file")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise RunDirError(
+            f"output folder {path} already holds a run; choose another with --output, "
+            "or pass --overwrite to replace it"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import transformers
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        name = f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+    else:
+        name = "Apple MPS"
+    return {
+        "nlpfw": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run(
+    recipe: Recipe,
+    output_dir: Path,
+    registry: Registry,
+    pm: PluginManager,
+    console: Console,
+    data_root: Path | None = None,
+) -> History:
+    """Train the recipe and write the run folder; return the evaluation history."""
+    data_root = data_root or default_data_root()
+    device = resolve_device(recipe.trainer.device)
+    amp = amp_dtype(device, recipe.trainer.amp)
+    io.write_text(output_dir / "recipe.toml", recipe.to_toml())
+    io.write_json(
+        output_dir / "plugins.json",
+        {"plugins": plugin_records(pm, registry), "environment": environment(device)},
+    )
+
+    dataset = recipe.dataset.component.cls(recipe.dataset.config, data_root)
+    train_examples, dev_examples = dataset.load("train"), dataset.load("dev")
+    task = recipe.task.component.cls(recipe.task.config, dataset.entity_types())
+    set_seed(recipe.trainer.seed)  # the encoder and decoder initialise from the seed too
+    encoder = recipe.encoder.component.cls.from_config(recipe.encoder.config, data_root)
+    decoder = recipe.decoder.component.cls(recipe.decoder.config, encoder.output_dim, len(task.labels))
+    model = TaggingModel(encoder, decoder).to(device)
+
+    train = [task.encode(e, encoder) for e in train_examples]
+    dev = [task.encode(e, encoder) for e in dev_examples]
+    summary = data_summary(train_examples, train, dev_examples, dev)
+    console.print(
+        f"[bold]{recipe.name}[/]: {summary['train_examples']} train / {summary['dev_examples']} dev texts, "
+        f"{len(task.labels)} tags, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"device {device}{f' ({amp})' if amp else ''}"
+    )
+    if summary["dropped_spans"]:
+        console.print(
+            f"[yellow]Note:[/] {summary['dropped_spans']} nested train span(s) cannot be held by "
+            "flat BIO tags; the longer span of each overlapping pair was kept"
+        )
+    if summary["truncated_train"] or summary["truncated_dev"]:
+        console.print(
+            f"[yellow]Warning:[/] {summary['truncated_train']} train and {summary['truncated_dev']} dev "
+            f"texts are longer than the encoder's {encoder.max_chars} characters and were cut; dev is "
+            "still scored on the whole text, so the cut part counts as missed"
+        )
+
+    reference = dataset.reference()
+    device_label = environment(device)["device_name"]
+
+    def on_epoch(record: dict[str, Any], improved: bool) -> None:
+        record["device"] = device_label
+        if improved:
+            save_model(output_dir / "model", model, task, recipe)
+        io.write_jsonl(output_dir / "metrics.jsonl", history_so_far + [record])
+        history_so_far.append(record)
+        f1 = record["scores"]["overall"]["f1"]
+        console.print(
+            f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, dev loss "
+            f"{record['dev_loss']:.4f}, dev F1 {f1:.4f}{' (best so far, saved)' if improved else ''}"
+        )
+        for table in result_tables(record, task.entity_types, reference):
+            console.print(table)
+
+    history_so_far: list[dict[str, Any]] = []
+    trainer = Trainer(model, task, recipe.trainer, device, amp, console)
+    history = trainer.fit(train, dev_examples, dev, on_epoch)
+
+    best = history.best
+    assert best is not None
+    tables = result_tables(best, task.entity_types, reference)
+    io.write_json(
+        output_dir / "report.json",
+        {
+            "recipe": recipe.name,
+            "metric": METRIC_NOTE,
+            "best_epoch": best["epoch"],
+            "best": best,
+            "epochs_run": len(history.epochs),
+            "stopped_early": history.stopped_early,
+            "data": summary,
+            "reference": dataclasses.asdict(reference) if reference else None,
+        },
+    )
+    io.write_text(
+        output_dir / "report.txt",
+        f"{recipe.name}: best dev F1 {best['scores']['overall']['f1']:.4f} at epoch {best['epoch']}\n"
+        f"metric: {METRIC_NOTE}\n\n{render_text(tables)}",
+    )
+    console.rule(f"Best model: epoch {best['epoch']}")
+    for table in tables:
+        console.print(table)
+    return history
+
+
+def data_summary(train_examples, train, dev_examples, dev) -> dict[str, int]:
+    return {
+        "train_examples": len(train_examples),
+        "dev_examples": len(dev_examples),
+        "train_spans": sum(len(e.spans or []) for e in train_examples),
+        "dev_spans": sum(len(e.spans or []) for e in dev_examples),
+        "dropped_spans": sum(len(f["dropped"]) for f in train),
+        "dropped_dev_spans": sum(len(f["dropped"]) for f in dev),
+        "truncated_train": sum(f["truncated"] for f in train),
+        "truncated_dev": sum(f["truncated"] for f in dev),
+    }
