@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -51,7 +52,11 @@ class PluginManager(pluggy.PluginManager):
         self.failures: list[Failure] = []
 
     def add(self, plugin: Any, origin: Origin) -> bool:
-        """Register `plugin`; on a misspelt hook record a failure and leave it out."""
+        """Register `plugin`; on a misspelt hook or a second copy, record a failure and leave it out."""
+        if self.is_registered(plugin):
+            loaded_as = self.get_name(plugin)
+            self.failures.append(Failure(origin, f"already loaded as plugin '{loaded_as}'"))
+            return False
         try:
             self.register(plugin, name=origin.plugin)
             self.check_pending()
@@ -88,14 +93,19 @@ def _allowed_names() -> set[str] | None:
     value = os.environ.get(LOAD_PLUGINS_ENV)
     if value is None:
         return None
-    return {part.strip() for part in value.split(",") if part.strip()}
+    return {_canonical(part) for part in value.split(",") if part.strip()}
+
+
+def _canonical(name: str) -> str:
+    """Distribution names compare as PyPI does: case and runs of -_. do not matter."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
 def _load_entrypoints(pm: PluginManager, allowed: set[str] | None) -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else None
         version = ep.dist.version if ep.dist is not None else None
-        if allowed is not None and ep.name not in allowed and dist not in allowed:
+        if allowed is not None and not {_canonical(ep.name), _canonical(dist or "")} & allowed:
             continue
         origin = Origin(ep.name, "entry point", dist, version)
         if pm.has_plugin(ep.name):

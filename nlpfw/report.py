@@ -31,13 +31,14 @@ def format_duration(seconds: float | None) -> str:
 
 
 def speed_table(speed: dict[str, float], device: str, reference: Reference | None) -> Table:
+    """One row per timing, one column per device (ours first), so it fits a narrow terminal."""
+    devices = {f"ours: {device}": speed, **(reference.speed if reference else {})}
     table = Table(title="Speed")
-    table.add_column("device", overflow="fold")
+    table.add_column("timing", no_wrap=True)
+    for i, name in enumerate(devices):
+        table.add_column(name, justify="right", overflow="fold", style=None if i == 0 else "dim")
     for key in SPEED_KEYS:
-        table.add_column(key, justify="right", overflow="fold")
-    table.add_row(f"{device} (ours)", *(format_duration(speed.get(k)) for k in SPEED_KEYS))
-    for name, row in (reference.speed if reference else {}).items():
-        table.add_row(name, *(format_duration(row.get(k)) for k in SPEED_KEYS), style="dim")
+        table.add_row(key, *(format_duration(row.get(key)) for row in devices.values()))
     return table
 
 

@@ -53,8 +53,7 @@ def prepare_output_dir(path: Path, overwrite: bool) -> Path:
             f"output folder {path} already holds a run; choose another with --output, "
             "or pass --overwrite to replace it"
         )
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return path  # created by the first file written into it
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -90,12 +89,6 @@ def run(
     data_root = data_root or default_data_root()
     device = resolve_device(recipe.trainer.device)
     amp = amp_dtype(device, recipe.trainer.amp)
-    io.write_text(output_dir / "recipe.toml", recipe.to_toml())
-    io.write_json(
-        output_dir / "plugins.json",
-        {"plugins": plugin_records(pm, registry), "environment": environment(device)},
-    )
-
     dataset = recipe.dataset.component.cls(recipe.dataset.config, data_root)
     train_examples, dev_examples = dataset.load("train"), dataset.load("dev")
     task = recipe.task.component.cls(recipe.task.config, dataset.entity_types())
@@ -104,6 +97,12 @@ def run(
     decoder = recipe.decoder.component.cls(recipe.decoder.config, encoder.output_dim, len(task.labels))
     model = TaggingModel(encoder, decoder).to(device)
 
+    # Written once assembly has succeeded, so a recipe that fails to load leaves no half run behind.
+    io.write_text(output_dir / "recipe.toml", recipe.to_toml())
+    io.write_json(
+        output_dir / "plugins.json",
+        {"plugins": plugin_records(pm, registry), "environment": environment(device)},
+    )
     train = [task.encode(e, encoder) for e in train_examples]
     dev = [task.encode(e, encoder) for e in dev_examples]
     summary = data_summary(train_examples, train, dev_examples, dev)

@@ -23,40 +23,48 @@ from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Encoder, EncoderConfig
 
-SIZE_KEYS = (
-    "hidden_size", "num_layers", "num_heads", "intermediate_size",
-    "max_position_embeddings", "hidden_dropout", "attention_dropout",
-)  # fmt: skip
+SIZE_DEFAULTS = {  # from-scratch architecture: bert-base's unless the recipe says otherwise
+    "hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072,
+    "max_position_embeddings": 512, "hidden_dropout": 0.1, "attention_dropout": 0.1,
+}  # fmt: skip
 SPACE_TOKEN = "[unused1]"
 
 
 class BertEncoderConfig(EncoderConfig):
     pretrained: str | None = Field(default=None, description="hub name or local directory")
     vocab: str | None = Field(default=None, description="vocab.txt for a from-scratch model")
-    hidden_size: int = Field(default=768, ge=1)
-    num_layers: int = Field(default=12, ge=1)
-    num_heads: int = Field(default=12, ge=1)
-    intermediate_size: int = Field(default=3072, ge=1)
-    max_position_embeddings: int = Field(default=512, ge=3)
-    hidden_dropout: float = Field(default=0.1, ge=0, lt=1)
-    attention_dropout: float = Field(default=0.1, ge=0, lt=1)
+    # Size settings apply to from-scratch models only; a pretrained model keeps its own.
+    hidden_size: int | None = Field(default=None, ge=1)
+    num_layers: int | None = Field(default=None, ge=1)
+    num_heads: int | None = Field(default=None, ge=1)
+    intermediate_size: int | None = Field(default=None, ge=1)
+    max_position_embeddings: int | None = Field(default=None, ge=3)
+    hidden_dropout: float | None = Field(default=None, ge=0, lt=1)
+    attention_dropout: float | None = Field(default=None, ge=0, lt=1)
     dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout on the encoder output")
     bilstm: bool = Field(default=False, description="a BiLSTM layer on top of BERT")
     lstm_hidden_size: int = Field(default=256, ge=1, description="per direction")
     lstm_layers: int = Field(default=1, ge=1)
     trust_remote_code: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _size_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("vocab") is not None and data.get("pretrained") is None:
+            return {**SIZE_DEFAULTS, **data}
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> BertEncoderConfig:
         if (self.pretrained is None) == (self.vocab is None):
             raise ValueError("set either 'pretrained' (hub name or directory) or 'vocab' (from scratch)")
-        size_keys = sorted(set(SIZE_KEYS) & self.model_fields_set)
+        size_keys = [key for key in SIZE_DEFAULTS if getattr(self, key) is not None]
         if self.pretrained is not None and size_keys:
             raise ValueError(
                 f"{', '.join(size_keys)} only apply to from-scratch models; "
                 "a pretrained model keeps its own architecture"
             )
-        if self.hidden_size % self.num_heads:
+        if self.vocab is not None and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         return self
 
@@ -115,7 +123,7 @@ class BertEncoder(Encoder):
             raise DataError(
                 f"encoder.pretrained: cannot load {config.pretrained!r}: {error}\n"
                 "Without network access, download the model elsewhere and set "
-                "encoder.pretrained to its local directory."
+                "encoder.pretrained to its local directory (HF_HUB_OFFLINE=1 skips the retries)."
             ) from None
         return cls(config, bert, tokenizer)
 
