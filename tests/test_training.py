@@ -141,3 +141,36 @@ def test_an_existing_run_folder_is_not_overwritten(crf_run):
     assert f"Error: output folder {output} already holds a run" in result.output
     assert "--overwrite" in result.output
     assert (output / "report.json").read_bytes() == before
+
+
+def test_a_plugin_loaded_in_a_test_is_listed_and_trains_from_a_recipe(tmp_path, data_root, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "fixtures"))
+    monkeypatch.delitem(__import__("sys").modules, "charplugin", raising=False)
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["-p", "charplugin", "list-plugins", "--json"], catch_exceptions=False)
+    record = next(r for r in json.loads(listed.output) if r["plugin"] == "charplugin")
+    assert record["provides"] == ["encoder: hash_char.v1"] and record["source"] == "-p"
+
+    recipe = tmp_path / "hash_char.toml"
+    recipe.write_text(
+        (ROOT / "recipes" / "quickstart.toml").read_text(encoding="utf-8").split("[encoder]")[0]
+        + '[encoder]\ntype = "hash_char.v1"\ndim = 24\n\n[decoder]\ntype = "crf.v1"\n\n'
+        + "[trainer]\nepochs = 2\nbatch_size = 16\nlr = 5e-3\n",
+        encoding="utf-8",
+    )
+    output = tmp_path / "run"
+    result = runner.invoke(
+        cli, ["-p", "charplugin", "run", str(recipe), "-o", str(output), "--set", "dataset.limit=160"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plugins = json.loads((output / "plugins.json").read_text(encoding="utf-8"))["plugins"]
+    assert any(p["plugin"] == "charplugin" and p["provides"] == ["encoder: hash_char.v1"] for p in plugins)
+
+    from nlpfw.plugins import build_registry, get_plugin_manager
+
+    loaded = load_model(output / "model", build_registry(get_plugin_manager(load_entrypoints=False, modules=["charplugin"])))
+    report = json.loads((output / "report.json").read_text(encoding="utf-8"))
+    dev = Cluener(CluenerConfig(limit=160), data_root).load("dev")
+    scores = score_spans([e.spans for e in dev], loaded.predict([e.text for e in dev]))
+    assert scores.overall.f1 == report["best"]["scores"]["overall"]["f1"]
