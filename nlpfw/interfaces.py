@@ -52,12 +52,13 @@ class Example:
 class Reference:
     """Published results a report shows beside ours (F1 values as fractions, 0-1).
 
-    `speed` rows map a device name to its four timings in seconds; `model` rows map a
-    system to precision/recall/f1/loss; `entities` maps a column (a published system)
-    to per-entity F1 and `overall`.
+    `speed` rows map a device name to its four timings in seconds (`speed_setup` says what
+    model and batch they timed); `model` rows map a system to precision/recall/f1/loss;
+    `entities` maps a column (a published system) to per-entity F1 and `overall`.
     """
 
     source: str
+    speed_setup: str = ""
     speed: dict[str, dict[str, float]] = field(default_factory=dict)
     model: dict[str, dict[str, float]] = field(default_factory=dict)
     entities: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -175,7 +176,11 @@ class Task:
         raise NotImplementedError
 
     def encode(self, example: Example, encoder: Encoder) -> dict[str, Any]:
-        """One example's features (ids, tags); the collate function batches them."""
+        """One example's features; the collate function batches them.
+
+        Required: `input_ids` (one per character kept). Optional, read by the runner's
+        report: `dropped` (gold spans the tagging could not hold) and `truncated` (bool).
+        """
         raise NotImplementedError
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:

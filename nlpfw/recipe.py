@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import tomli_w
 from pydantic import Field, ValidationError
@@ -46,7 +46,6 @@ class TrainerConfig(Config):
     patience: int | None = Field(
         default=None, ge=1, description="stop after this many evaluations without a better F1"
     )
-    select_by: Literal["f1"] = "f1"
     log_every: int = Field(default=20, ge=1, description="steps between loss read-outs")
 
 

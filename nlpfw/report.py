@@ -33,7 +33,8 @@ def format_duration(seconds: float | None) -> str:
 def speed_table(speed: dict[str, float], device: str, reference: Reference | None) -> Table:
     """One row per timing, one column per device (ours first), so it fits a narrow terminal."""
     devices = {f"ours: {device}": speed, **(reference.speed if reference else {})}
-    table = Table(title="Speed")
+    caption = f"reference columns: {reference.speed_setup}" if reference and reference.speed_setup else None
+    table = Table(title="Speed", caption=caption)
     table.add_column("timing", no_wrap=True)
     for i, name in enumerate(devices):
         table.add_column(name, justify="right", overflow="fold", style=None if i == 0 else "dim")

@@ -27,6 +27,7 @@ from nlpfw import __version__, io
 from nlpfw.data import data_root as default_data_root
 from nlpfw.device import amp_dtype, resolve_device
 from nlpfw.errors import RunDirError
+from nlpfw.interfaces import Example
 from nlpfw.model import TaggingModel, save_model
 from nlpfw.plugins import PluginManager, plugin_records
 from nlpfw.recipe import Recipe
@@ -111,10 +112,11 @@ def run(
         f"{len(task.labels)} tags, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"device {device}{f' ({amp})' if amp else ''}"
     )
-    if summary["dropped_spans"]:
+    if summary["dropped_spans"] or summary["dropped_dev_spans"]:
         console.print(
-            f"[yellow]Note:[/] {summary['dropped_spans']} nested train span(s) cannot be held by "
-            "flat BIO tags; the longer span of each overlapping pair was kept"
+            f"[yellow]Note:[/] {summary['dropped_spans']} train and {summary['dropped_dev_spans']} dev "
+            "span(s) overlap a longer one, which flat BIO tags cannot hold; the longer was kept for "
+            "training, and dev is scored against all gold spans"
         )
     if summary["truncated_train"] or summary["truncated_dev"]:
         console.print(
@@ -126,21 +128,20 @@ def run(
     reference = dataset.reference()
     device_label = environment(device)["device_name"]
 
-    def on_epoch(record: dict[str, Any], improved: bool) -> None:
+    def on_epoch(history: History) -> None:
+        record = history.epochs[-1]
         record["device"] = device_label
-        if improved:
+        if record["best"]:
             save_model(output_dir / "model", model, task, recipe)
-        io.write_jsonl(output_dir / "metrics.jsonl", history_so_far + [record])
-        history_so_far.append(record)
-        f1 = record["scores"]["overall"]["f1"]
+        io.write_jsonl(output_dir / "metrics.jsonl", history.epochs)
         console.print(
             f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, dev loss "
-            f"{record['dev_loss']:.4f}, dev F1 {f1:.4f}{' (best so far, saved)' if improved else ''}"
+            f"{record['dev_loss']:.4f}, dev F1 {record['scores']['overall']['f1']:.4f}"
+            f"{' (best so far, saved)' if record['best'] else ''}"
         )
         for table in result_tables(record, task.entity_types, reference):
             console.print(table)
 
-    history_so_far: list[dict[str, Any]] = []
     trainer = Trainer(model, task, recipe.trainer, device, amp, console)
     history = trainer.fit(train, dev_examples, dev, on_epoch)
 
@@ -171,14 +172,17 @@ def run(
     return history
 
 
-def data_summary(train_examples, train, dev_examples, dev) -> dict[str, int]:
+def data_summary(
+    train_examples: list[Example], train: list[dict[str, Any]], dev_examples: list[Example], dev: list[dict[str, Any]]
+) -> dict[str, int]:
+    """Counts for the report; `dropped` and `truncated` are the optional feature keys of a task."""
     return {
         "train_examples": len(train_examples),
         "dev_examples": len(dev_examples),
         "train_spans": sum(len(e.spans or []) for e in train_examples),
         "dev_spans": sum(len(e.spans or []) for e in dev_examples),
-        "dropped_spans": sum(len(f["dropped"]) for f in train),
-        "dropped_dev_spans": sum(len(f["dropped"]) for f in dev),
-        "truncated_train": sum(f["truncated"] for f in train),
-        "truncated_dev": sum(f["truncated"] for f in dev),
+        "dropped_spans": sum(len(f.get("dropped", ())) for f in train),
+        "dropped_dev_spans": sum(len(f.get("dropped", ())) for f in dev),
+        "truncated_train": sum(bool(f.get("truncated")) for f in train),
+        "truncated_dev": sum(bool(f.get("truncated")) for f in dev),
     }

@@ -76,9 +76,12 @@ class Trainer:
         train: Sequence[dict[str, Any]],
         dev_examples: Sequence[Example],
         dev: Sequence[dict[str, Any]],
-        on_epoch: Callable[[dict[str, Any], bool], None],
+        on_epoch: Callable[[History], None],
     ) -> History:
-        """Train; after each epoch evaluate on dev and call `on_epoch(record, improved)`."""
+        """Train; after each epoch evaluate on dev and call `on_epoch(history)`.
+
+        The newest record is `history.epochs[-1]`; its `best` is true when it is the new best.
+        """
         cfg = self.config
         set_seed(cfg.seed)
         train = [f for f in train if f["input_ids"]]
@@ -155,7 +158,7 @@ class Trainer:
                 history.best, stale = record, 0
             else:
                 stale += 1
-            on_epoch(record, improved)
+            on_epoch(history)
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
             if cfg.patience is not None and stale >= cfg.patience:

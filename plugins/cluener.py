@@ -52,12 +52,12 @@ class Cluener(Dataset):
         return list(ENTITY_TYPES)
 
     def folder(self) -> Path:
-        folder = Path(self.config.path).expanduser()
-        if not folder.is_absolute():
-            folder = self.data_root / folder
-        if self.config.download and not folder.is_dir():
-            download(self.config.url, folder)
-        return resolve(folder, self.data_root, "dataset.path", directory=True)
+        if self.config.download:
+            target = Path(self.config.path).expanduser()
+            target = target if target.is_absolute() else self.data_root / target
+            if not target.is_dir():
+                download(self.config.url, target)
+        return resolve(self.config.path, self.data_root, "dataset.path", directory=True)
 
     def load(self, split: str) -> list[Example]:
         if split not in self.splits():
@@ -145,6 +145,7 @@ _COLUMNS = ("bert-base-chinese+CRF", "bert-base", "roberta-wwm-large-ext", "BiLS
 
 REFERENCE = Reference(
     source="reference run (dev) and CLUENER2020 paper (test)",
+    speed_setup="bert-base-chinese + CRF, batch 24, about 448 steps an epoch",
     speed={
         "RTX 2070 (ref)": {
             "train_step_time": 0.182, "train_epoch_time": 81.0,

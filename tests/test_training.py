@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from nlpfw.cli import cli
 from nlpfw.interfaces import Span
-from nlpfw.metrics import score_spans
+from nlpfw.metrics import score_spans, seqeval_scores
 from nlpfw.model import load_model
 from nlpfw_plugins.cluener import Cluener, CluenerConfig
 
@@ -90,6 +90,12 @@ def test_saved_model_reproduces_the_reported_scores_without_the_data(crf_run, re
     assert scores.overall.tp == report["best"]["scores"]["overall"]["tp"]
     for text, spans in zip([e.text for e in dev], predicted):
         assert all(0 <= s.start < s.end <= len(text) for s in spans)
+    # the reported metric is seqeval's strict IOB2 F1 on the same predictions
+    task = loaded.task
+    gold_tags = [task.tags(len(e.text), e.spans) for e in dev]
+    pred_tags = [task.tags(len(e.text), p) for e, p in zip(dev, predicted)]
+    strict = seqeval_scores(gold_tags, pred_tags)
+    assert strict["overall"]["f1"] == pytest.approx(report["best"]["scores"]["overall"]["f1"], abs=1e-12)
 
 
 def test_softmax_decoder_trains(tmp_path, data_root):
