@@ -26,7 +26,7 @@ from rich.console import Console
 from nlpfw import __version__, io
 from nlpfw.data import data_root as default_data_root
 from nlpfw.device import amp_dtype, resolve_device
-from nlpfw.errors import RunDirError
+from nlpfw.errors import DataError, RunDirError
 from nlpfw.interfaces import Example
 from nlpfw.model import TaggingModel, save_model
 from nlpfw.plugins import PluginManager, plugin_records
@@ -92,6 +92,9 @@ def run(
     amp = amp_dtype(device, recipe.trainer.amp)
     dataset = recipe.dataset.component.cls(recipe.dataset.config, data_root)
     train_examples, dev_examples = dataset.load("train"), dataset.load("dev")
+    for split, examples in (("train", train_examples), ("dev", dev_examples)):
+        if not any(e.text and e.spans is not None for e in examples):
+            raise DataError(f"dataset: the {split} split of {recipe.dataset.type} has no labelled texts")
     task = recipe.task.component.cls(recipe.task.config, dataset.entity_types())
     set_seed(recipe.trainer.seed)  # the encoder and decoder initialise from the seed too
     encoder = recipe.encoder.component.cls.from_config(recipe.encoder.config, data_root)

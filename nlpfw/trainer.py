@@ -101,50 +101,22 @@ class Trainer:
         history = History()
         step, stale = 0, 0
         for epoch in range(1, cfg.epochs + 1):
-            self.model.train()
             batches = len(loader)
             if cfg.max_steps is not None:
                 batches = min(batches, (cfg.max_steps - step) * cfg.grad_accum_steps)
-            progress = self._progress()
-            bar = progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=batches, loss="-")
-            running, seen, epoch_loss, epoch_batches = torch.zeros((), device=self.device), 0, 0.0, 0
             synchronize(self.device)
             start = time.perf_counter()
-            with progress:
-                for index, batch in enumerate(loader):
-                    if index >= batches:
-                        break
-                    batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                    with autocast(self.device, self.amp):
-                        loss = self.model(batch)
-                    scaler.scale(loss / cfg.grad_accum_steps).backward()
-                    running += loss.detach().float()
-                    seen += 1
-                    if (index + 1) % cfg.grad_accum_steps == 0 or index + 1 == batches:
-                        scaler.unscale_(optimizer)
-                        if cfg.max_grad_norm is not None:
-                            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                        scaler.step(optimizer)
-                        scaler.update()
-                        scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                        step += 1
-                    if seen == cfg.log_every or index + 1 == batches:
-                        # the only host-device sync in the loop, once every log_every batches
-                        mean = running.item() / seen
-                        epoch_loss += mean * seen
-                        epoch_batches += seen
-                        progress.update(bar, loss=f"{mean:.4f}")
-                        running.zero_()
-                        seen = 0
-                    progress.advance(bar)
-                synchronize(self.device)
+            train_loss, steps = self._train_epoch(
+                loader, batches, f"epoch {epoch}/{cfg.epochs}", optimizer, scheduler, scaler
+            )
+            step += steps
+            synchronize(self.device)
             train_time = time.perf_counter() - start
             record = self.evaluate(dev_examples, dev)
             record.update(
                 epoch=epoch,
                 step=step,
-                train_loss=epoch_loss / max(epoch_batches, 1),
+                train_loss=train_loss,
                 lr=scheduler.get_last_lr()[0],
             )
             record["speed"].update(
@@ -169,6 +141,50 @@ class Trainer:
                 )
                 break
         return history
+
+    def _train_epoch(
+        self,
+        loader: torch.utils.data.DataLoader,
+        batches: int,
+        description: str,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+    ) -> tuple[float, int]:
+        """Train on the first `batches` batches; return the mean batch loss and the optimizer steps."""
+        cfg = self.config
+        self.model.train()
+        progress = self._progress()
+        bar = progress.add_task(description, total=batches, loss="-")
+        running = torch.zeros((), device=self.device)
+        seen, total_loss, steps = 0, 0.0, 0
+        with progress:
+            for index, batch in enumerate(loader):
+                if index >= batches:
+                    break
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                with autocast(self.device, self.amp):
+                    loss = self.model(batch)
+                scaler.scale(loss / cfg.grad_accum_steps).backward()
+                running += loss.detach().float()
+                seen += 1
+                if (index + 1) % cfg.grad_accum_steps == 0 or index + 1 == batches:
+                    scaler.unscale_(optimizer)
+                    if cfg.max_grad_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    steps += 1
+                if seen == cfg.log_every or index + 1 == batches:
+                    # the only host-device sync in the loop, once every log_every batches
+                    total_loss += running.item()
+                    progress.update(bar, loss=f"{running.item() / seen:.4f}")
+                    running.zero_()
+                    seen = 0
+                progress.advance(bar)
+        return total_loss / max(batches, 1), steps
 
     def _progress(self) -> Progress:
         return Progress(

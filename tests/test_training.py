@@ -180,3 +180,14 @@ def test_a_plugin_loaded_in_a_test_is_listed_and_trains_from_a_recipe(tmp_path, 
     dev = Cluener(CluenerConfig(limit=160), data_root).load("dev")
     scores = score_spans([e.spans for e in dev], loaded.predict([e.text for e in dev]))
     assert scores.overall.f1 == report["best"]["scores"]["overall"]["f1"]
+
+
+def test_a_split_with_no_labelled_texts_is_named(tmp_path, data_root):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "train.json").write_text("", encoding="utf-8")
+    (folder / "dev.json").write_text((data_root / "cluener" / "dev.json").read_text(encoding="utf-8"), encoding="utf-8")
+    result, output = train(tmp_path, f"dataset.path={folder}")
+    assert result.exit_code == 1
+    assert "Error: dataset: the train split of cluener.v1 has no labelled texts" in result.output
+    assert not output.exists()
