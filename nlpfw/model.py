@@ -23,7 +23,7 @@ from torch import nn
 from nlpfw import io
 from nlpfw.device import autocast
 from nlpfw.errors import NlpfwError
-from nlpfw.interfaces import Decoder, Encoder, Span, Task
+from nlpfw.interfaces import Decoder, Encoder, Example, Span, Task
 from nlpfw.recipe import Recipe, load_recipe
 from nlpfw.registry import Registry
 
@@ -114,8 +114,7 @@ class LoadedModel:
     device: torch.device
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[list[Span]]:
-        from nlpfw.interfaces import Example
-
+        """Entities of each text, in input order; offsets index the text exactly."""
         features = [self.task.encode(Example(text), self.model.encoder) for text in texts]
         tags, _, _ = infer(self.model, self.task, features, batch_size, self.device)
         return [self.task.spans(text, t) for text, t in zip(texts, tags)]
