@@ -110,10 +110,10 @@ def run(ctx: click.Context, recipe: Path, overrides: tuple[str, ...], output: Pa
     except KeyboardInterrupt:
         console.print(f"[red]Interrupted.[/] The run folder {folder} keeps the best model saved so far.")
         sys.exit(130)
-    best = history.best or {}
+    best = history.best  # the runner always evaluates at least once
     console.print(
-        f"Done: best dev F1 {best.get('scores', {}).get('overall', {}).get('f1', 0):.4f} "
-        f"at epoch {best.get('epoch')}. Run folder: [bold]{folder}[/]"
+        f"Done: best dev F1 {best['scores']['overall']['f1']:.4f} "
+        f"at epoch {best['epoch']}. Run folder: [bold]{folder}[/]"
     )
 
 

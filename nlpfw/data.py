@@ -15,11 +15,15 @@ def data_root() -> Path:
     return Path(os.environ.get(DATA_ROOT_ENV) or "data").expanduser()
 
 
-def resolve(path: str | Path, root: Path, key: str, *, directory: bool = False) -> Path:
-    """An absolute `path` as is; a relative one under `root`. Raise `DataError` naming `key` if absent."""
+def under_root(path: str | Path, root: Path) -> Path:
+    """An absolute `path` as is; a relative one under `root`."""
     candidate = Path(path).expanduser()
-    if not candidate.is_absolute():
-        candidate = root / candidate
+    return candidate if candidate.is_absolute() else root / candidate
+
+
+def resolve(path: str | Path, root: Path, key: str, *, directory: bool = False) -> Path:
+    """`under_root(path, root)`, or `DataError` naming `key` if it does not exist."""
+    candidate = under_root(path, root)
     exists = candidate.is_dir() if directory else candidate.is_file()
     if not exists:
         what = "folder" if directory else "file"

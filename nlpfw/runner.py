@@ -103,10 +103,8 @@ def run(
 
     # Written once assembly has succeeded, so a recipe that fails to load leaves no half run behind.
     io.write_text(output_dir / "recipe.toml", recipe.to_toml())
-    io.write_json(
-        output_dir / "plugins.json",
-        {"plugins": plugin_records(pm, registry), "environment": environment(device)},
-    )
+    env = environment(device)
+    io.write_json(output_dir / "plugins.json", {"plugins": plugin_records(pm, registry), "environment": env})
     train = [task.encode(e, encoder) for e in train_examples]
     dev = [task.encode(e, encoder) for e in dev_examples]
     summary = data_summary(train_examples, train, dev_examples, dev)
@@ -129,11 +127,10 @@ def run(
         )
 
     reference = dataset.reference()
-    device_label = environment(device)["device_name"]
 
     def on_epoch(history: History) -> None:
         record = history.epochs[-1]
-        record["device"] = device_label
+        record["device"] = env["device_name"]
         if record["best"]:
             save_model(output_dir / "model", model, task, recipe)
         io.write_jsonl(output_dir / "metrics.jsonl", history.epochs)

@@ -179,8 +179,9 @@ class Trainer:
                     steps += 1
                 if seen == cfg.log_every or index + 1 == batches:
                     # the only host-device sync in the loop, once every log_every batches
-                    total_loss += running.item()
-                    progress.update(bar, loss=f"{running.item() / seen:.4f}")
+                    logged = running.item()
+                    total_loss += logged
+                    progress.update(bar, loss=f"{logged / seen:.4f}")
                     running.zero_()
                     seen = 0
                 progress.advance(bar)

@@ -165,8 +165,7 @@ class BertEncoder(Encoder):
         ids[:, 0] = self.cls_id
         ids[:, 1 : width + 1] = torch.where(mask, input_ids, ids[:, 1 : width + 1])
         ids.scatter_(1, (lengths + 1).unsqueeze(1), self.sep_id)
-        attention = torch.zeros_like(ids, dtype=torch.long)
-        attention[:, : width + 2] = (torch.arange(width + 2, device=ids.device) < (lengths + 2).unsqueeze(1)).long()
+        attention = (torch.arange(width + 2, device=ids.device) < (lengths + 2).unsqueeze(1)).long()
         hidden = self.bert(input_ids=ids, attention_mask=attention).last_hidden_state[:, 1 : width + 1]
         if self.lstm is not None:
             packed = nn.utils.rnn.pack_padded_sequence(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from nlpfw.data import resolve
+from nlpfw.data import resolve, under_root
 from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Config, Dataset, Example, Reference, Span
@@ -53,8 +53,7 @@ class Cluener(Dataset):
 
     def folder(self) -> Path:
         if self.config.download:
-            target = Path(self.config.path).expanduser()
-            target = target if target.is_absolute() else self.data_root / target
+            target = under_root(self.config.path, self.data_root)
             if not target.is_dir():
                 download(self.config.url, target)
         return resolve(self.config.path, self.data_root, "dataset.path", directory=True)
