@@ -89,9 +89,13 @@ def validate(ctx: click.Context, recipes: tuple[Path, ...], overrides: tuple[str
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Run folder (default: a new runs/<recipe>-<time>).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --output.")
+@click.option("--no-cache", is_flag=True,
+              help="Read and encode the corpus afresh, without the tokenised-corpus cache.")  # fmt: skip
 @click.pass_context
 @user_errors
-def run(ctx: click.Context, recipe: Path, overrides: tuple[str, ...], output: Path | None, overwrite: bool) -> None:
+def run(
+    ctx: click.Context, recipe: Path, overrides: tuple[str, ...], output: Path | None, overwrite: bool, no_cache: bool
+) -> None:
     """Train the model a recipe describes."""
     from nlpfw.recipe import load_recipe
 
@@ -106,7 +110,7 @@ def run(ctx: click.Context, recipe: Path, overrides: tuple[str, ...], output: Pa
     console = Console()
     console.print(f"Run folder: [bold]{folder}[/]")
     try:
-        history = run_recipe(loaded, folder, registry, pm, console)
+        history = run_recipe(loaded, folder, registry, pm, console, use_cache=not no_cache)
     except KeyboardInterrupt:
         console.print(f"[red]Interrupted.[/] The run folder {folder} keeps the best model saved so far.")
         sys.exit(130)

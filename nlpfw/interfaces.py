@@ -20,6 +20,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from nlpfw.errors import DataError
+
 
 class Config(BaseModel):
     """Base of every component's options: unknown keys are rejected, values are checked."""
@@ -72,6 +74,7 @@ class Dataset:
     def __init__(self, config: Config, data_root: Path):
         self.config = config
         self.data_root = data_root
+        self.skipped: list[str] = []  # "file:line: what was wrong", for each record skipped
 
     def splits(self) -> tuple[str, ...]:
         """Names of the splits this corpus has (`train` and `dev` are used for training)."""
@@ -88,6 +91,19 @@ class Dataset:
     def reference(self) -> Reference | None:
         """Published results to show beside ours, or None."""
         return None
+
+    def files(self, split: str) -> list[Path] | None:
+        """The files `load(split)` reads. Their contents key the tokenised-corpus cache;
+        None (the default) means the split is not cached."""
+        return None
+
+    def bad_data(self, where: str, message: str, on_error: str = "raise") -> None:
+        """Report bad data at `where` (`file:line`): raise `DataError`, or, when `on_error` is
+        `"skip"`, record it in `skipped` (the run's report counts them) and return, so the
+        caller leaves the record or span out."""
+        if on_error != "skip":
+            raise DataError(f"{where}: {message} (set dataset.on_error = \"skip\" to skip such records)")
+        self.skipped.append(f"{where}: {message}")
 
 
 class EncoderConfig(Config):
@@ -125,9 +141,14 @@ class Encoder(nn.Module):
         """Write what `from_saved` needs (tokenizer, architecture), but not the weights."""
         raise NotImplementedError
 
-    def char_ids(self, text: str) -> list[int]:
-        """Exactly one input id per character of `text`."""
+    def char_ids(self, text: str) -> Sequence[int]:
+        """Exactly one input id per character of `text` (a list or a 1-D integer array)."""
         raise NotImplementedError
+
+    def fingerprint(self) -> str | None:
+        """A digest of everything `char_ids` depends on (the vocabulary and lookup rules);
+        tokenised corpora are cached under it. None (the default) turns the cache off."""
+        return None
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`input_ids`, `mask`: [batch, chars]. Returns [batch, chars, output_dim]."""
@@ -176,17 +197,19 @@ class Task:
         raise NotImplementedError
 
     def encode(self, example: Example, encoder: Encoder) -> dict[str, Any]:
-        """One example's features; the collate function batches them.
+        """One whole text's features; the core cuts them into windows and batches them.
 
-        Required: `input_ids` (one per character kept). Optional, read by the runner's
-        report: `dropped` (gold spans the tagging could not hold) and `truncated` (bool).
+        Every numpy array in the result is a per-character column as long as the text
+        (`input_ids` is required; `tags` when the example has gold spans) and is windowed;
+        other values are read only by the run's report (`dropped`: gold spans the task
+        could not hold). Never truncate: long texts are windowed by the core.
         """
         raise NotImplementedError
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Pad a list of features into a batch of tensors."""
+        """Pad a list of windows (each a dict of per-character columns) into a batch of tensors."""
         raise NotImplementedError
 
     def spans(self, text: str, tag_ids: Sequence[int]) -> list[Span]:
-        """Spans of one text from its predicted tag ids (one per character)."""
+        """Spans of one text (or window) from its predicted tag ids (one per character)."""
         raise NotImplementedError

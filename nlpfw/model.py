@@ -11,16 +11,19 @@ A model folder holds everything needed to predict without the training data:
 from __future__ import annotations
 
 import json
+from functools import partial
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
 
 from nlpfw import io
+from nlpfw.corpus import EncodedSplit, encode_split, window_settings
 from nlpfw.device import autocast
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Decoder, Encoder, Example, Span, Task
@@ -69,30 +72,53 @@ class TaggingModel(nn.Module):
 def infer(
     model: TaggingModel,
     task: Task,
-    features: Sequence[dict[str, Any]],
+    windows: Sequence[dict[str, Any]],
     batch_size: int,
     device: torch.device,
     amp: torch.dtype | None = None,
-) -> tuple[list[list[int]], float | None, int]:
-    """Tag ids for every feature (in order), the mean loss over batches with tags, and the batch count."""
+) -> tuple[list[np.ndarray], float | None, int]:
+    """Tag ids of every window (in order), the mean loss over batches with tags, and the batch count.
+
+    Windows are batched by length (longest first), so a batch pads only to its own longest.
+    """
     model.eval()
-    tags: list[list[int]] = [[] for _ in features]
-    order = [i for i, f in enumerate(features) if f["input_ids"]]  # empty texts have no tags
+    lengths = np.asarray([len(w["input_ids"]) for w in windows])
+    order = np.argsort(-lengths, kind="stable")
+    tags: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(windows)
     losses = []
     batches = 0
     for begin in range(0, len(order), batch_size):
-        rows = order[begin : begin + batch_size]
-        batch = {k: v.to(device) for k, v in task.collate([features[i] for i in rows]).items()}
+        rows = order[begin : begin + batch_size].tolist()
+        batch = {k: v.to(device) for k, v in task.collate([windows[i] for i in rows]).items()}
         with autocast(device, amp):
             loss, best = model.predict(batch)
         if loss is not None:
             losses.append(loss.detach().float())
-        best = best.cpu()
+        best = best.cpu().numpy()
         for j, i in enumerate(rows):
-            tags[i] = best[j, : len(features[i]["input_ids"])].tolist()
+            tags[i] = best[j, : lengths[i]]
         batches += 1
     mean_loss = torch.stack(losses).mean().item() if losses else None
     return tags, mean_loss, batches
+
+
+def predict_spans(
+    model: TaggingModel,
+    task: Task,
+    split: EncodedSplit,
+    batch_size: int,
+    device: torch.device,
+    amp: torch.dtype | None = None,
+) -> tuple[list[list[Span]], float | None, int]:
+    """Entities of every text of `split` (windows merged), the mean loss, and the batch count."""
+    tags, loss, batches = infer(model, task, split, batch_size, device, amp)
+    examples = split.examples
+    window_spans = []
+    for row, ids in enumerate(tags):
+        start = int(split.window_start[row])
+        text = examples[split.window_text[row]].text[start : start + len(ids)]
+        window_spans.append(task.spans(text, ids.tolist()))
+    return split.merge(window_spans), loss, batches
 
 
 def save_model(directory: Path, model: TaggingModel, task: Task, recipe: Recipe) -> None:
@@ -114,10 +140,16 @@ class LoadedModel:
     device: torch.device
 
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[list[Span]]:
-        """Entities of each text, in input order; offsets index the text exactly."""
-        features = [self.task.encode(Example(text), self.model.encoder) for text in texts]
-        tags, _, _ = infer(self.model, self.task, features, batch_size, self.device)
-        return [self.task.spans(text, t) for text, t in zip(texts, tags)]
+        """Entities of each text, in input order; offsets index the text exactly.
+
+        Texts longer than the encoder's window are windowed as in training."""
+        window, stride = window_settings(
+            self.recipe.trainer.window, self.recipe.trainer.stride, self.model.encoder.max_chars
+        )
+        encode = partial(self.task.encode, encoder=self.model.encoder)
+        split = encode_split([Example(text) for text in texts], encode, window, stride)
+        spans, _, _ = predict_spans(self.model, self.task, split, batch_size, self.device)
+        return spans
 
 
 def load_model(directory: str | Path, registry: Registry, device: str | torch.device = "cpu") -> LoadedModel:

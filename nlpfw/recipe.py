@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from nlpfw.errors import Problem, RecipeError, did_you_mean
 from nlpfw.interfaces import Config
@@ -47,6 +47,18 @@ class TrainerConfig(Config):
         default=None, ge=1, description="stop after this many evaluations without a better F1"
     )
     log_every: int = Field(default=20, ge=1, description="steps between loss read-outs")
+    window: int | None = Field(
+        default=None, ge=2, description="characters per window (default: the encoder's limit)"
+    )
+    stride: int | None = Field(
+        default=None, ge=0, description="characters shared by neighbouring windows (default: window // 4)"
+    )
+
+    @model_validator(mode="after")
+    def _stride_below_window(self) -> TrainerConfig:
+        if self.window is not None and self.stride is not None and self.stride >= self.window:
+            raise ValueError(f"stride {self.stride} must be smaller than window {self.window}")
+        return self
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ A run folder holds:
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import asdict
 import platform
 import sys
 import time
@@ -24,10 +24,11 @@ import torch
 from rich.console import Console
 
 from nlpfw import __version__, io
+from nlpfw.cache import Corpus, prepare_corpus
+from nlpfw.corpus import window_settings
 from nlpfw.data import data_root as default_data_root
 from nlpfw.device import amp_dtype, resolve_device
 from nlpfw.errors import DataError, RunDirError
-from nlpfw.interfaces import Example
 from nlpfw.model import TaggingModel, save_model
 from nlpfw.plugins import PluginManager, plugin_records
 from nlpfw.recipe import Recipe
@@ -85,19 +86,24 @@ def run(
     pm: PluginManager,
     console: Console,
     data_root: Path | None = None,
+    use_cache: bool = True,
 ) -> History:
     """Train the recipe and write the run folder; return the evaluation history."""
     data_root = data_root or default_data_root()
     device = resolve_device(recipe.trainer.device)
     amp = amp_dtype(device, recipe.trainer.amp)
     dataset = recipe.dataset.component.cls(recipe.dataset.config, data_root)
-    train_examples, dev_examples = dataset.load("train"), dataset.load("dev")
-    for split, examples in (("train", train_examples), ("dev", dev_examples)):
-        if not any(e.text and e.spans is not None for e in examples):
-            raise DataError(f"dataset: the {split} split of {recipe.dataset.type} has no labelled texts")
-    task = recipe.task.component.cls(recipe.task.config, dataset.entity_types())
-    set_seed(recipe.trainer.seed)  # the encoder and decoder initialise from the seed too
+    set_seed(recipe.trainer.seed)  # the encoder and decoder initialise from the seed
     encoder = recipe.encoder.component.cls.from_config(recipe.encoder.config, data_root)
+    window, stride = window_settings(recipe.trainer.window, recipe.trainer.stride, encoder.max_chars)
+    start = time.perf_counter()
+    corpus = prepare_corpus(
+        recipe.task, recipe.dataset, dataset, encoder, ("train", "dev"), window, stride, use_cache
+    )
+    for split in ("train", "dev"):
+        if not corpus.splits[split].stats.labelled:
+            raise DataError(f"dataset: the {split} split of {recipe.dataset.type} has no labelled texts")
+    task, train, dev = corpus.task, corpus.splits["train"], corpus.splits["dev"]
     decoder = recipe.decoder.component.cls(recipe.decoder.config, encoder.output_dim, len(task.labels))
     model = TaggingModel(encoder, decoder).to(device)
 
@@ -105,25 +111,29 @@ def run(
     io.write_text(output_dir / "recipe.toml", recipe.to_toml())
     env = environment(device)
     io.write_json(output_dir / "plugins.json", {"plugins": plugin_records(pm, registry), "environment": env})
-    train = [task.encode(e, encoder) for e in train_examples]
-    dev = [task.encode(e, encoder) for e in dev_examples]
-    summary = data_summary(train_examples, train, dev_examples, dev)
+    summary = data_summary(corpus, window, stride, time.perf_counter() - start)
     console.print(
-        f"[bold]{recipe.name}[/]: {summary['train_examples']} train / {summary['dev_examples']} dev texts, "
+        f"[bold]{recipe.name}[/]: {train.stats.examples:,} train / {dev.stats.examples:,} dev texts "
+        f"({'from the cache' if corpus.cached else 'read and encoded'} in {summary['load_time']:.1f} s), "
         f"{len(task.labels)} tags, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"device {device}{f' ({amp})' if amp else ''}"
     )
-    if summary["dropped_spans"] or summary["dropped_dev_spans"]:
+    if corpus.skipped:
         console.print(
-            f"[yellow]Note:[/] {summary['dropped_spans']} train and {summary['dropped_dev_spans']} dev "
+            f"[yellow]Skipped:[/] {len(corpus.skipped)} bad record(s) or span(s) (dataset.on_error = "
+            f"\"skip\"); the first: {corpus.skipped[0]}; all are listed in report.json"
+        )
+    if train.stats.dropped or dev.stats.dropped:
+        console.print(
+            f"[yellow]Note:[/] {train.stats.dropped} train and {dev.stats.dropped} dev "
             "span(s) overlap a longer one, which flat BIO tags cannot hold; the longer was kept for "
             "training, and dev is scored against all gold spans"
         )
-    if summary["truncated_train"] or summary["truncated_dev"]:
+    if train.stats.windowed or dev.stats.windowed:
         console.print(
-            f"[yellow]Warning:[/] {summary['truncated_train']} train and {summary['truncated_dev']} dev "
-            f"texts are longer than the encoder's {encoder.max_chars} characters and were cut; dev is "
-            "still scored on the whole text, so the cut part counts as missed"
+            f"{train.stats.windowed} train and {dev.stats.windowed} dev texts are longer than the "
+            f"{window}-character window; they are read in windows overlapping by {stride} characters, "
+            "and dev is scored on the whole texts"
         )
 
     reference = dataset.reference()
@@ -143,7 +153,7 @@ def run(
             console.print(table)
 
     trainer = Trainer(model, task, recipe.trainer, device, amp, console)
-    history = trainer.fit(train, dev_examples, dev, on_epoch)
+    history = trainer.fit(train, dev, on_epoch)
 
     best = history.best
     assert best is not None
@@ -158,7 +168,7 @@ def run(
             "epochs_run": len(history.epochs),
             "stopped_early": history.stopped_early,
             "data": summary,
-            "reference": dataclasses.asdict(reference) if reference else None,
+            "reference": asdict(reference) if reference else None,
         },
     )
     io.write_text(
@@ -172,17 +182,14 @@ def run(
     return history
 
 
-def data_summary(
-    train_examples: list[Example], train: list[dict[str, Any]], dev_examples: list[Example], dev: list[dict[str, Any]]
-) -> dict[str, int]:
-    """Counts for the report; `dropped` and `truncated` are the optional feature keys of a task."""
+def data_summary(corpus: Corpus, window: int | None, stride: int, load_time: float) -> dict[str, Any]:
+    """What the run trained and was scored on, for report.json."""
     return {
-        "train_examples": len(train_examples),
-        "dev_examples": len(dev_examples),
-        "train_spans": sum(len(e.spans or []) for e in train_examples),
-        "dev_spans": sum(len(e.spans or []) for e in dev_examples),
-        "dropped_spans": sum(len(f.get("dropped", ())) for f in train),
-        "dropped_dev_spans": sum(len(f.get("dropped", ())) for f in dev),
-        "truncated_train": sum(bool(f.get("truncated")) for f in train),
-        "truncated_dev": sum(bool(f.get("truncated")) for f in dev),
+        **{f"{name}_{key}": value for name, split in corpus.splits.items() for key, value in asdict(split.stats).items()},
+        "window": window,
+        "stride": stride,
+        "cached": corpus.cached,
+        "cache_key": corpus.key,
+        "load_time": load_time,
+        "skipped": corpus.skipped,
     }

@@ -27,10 +27,11 @@ from rich.progress import (
 from rich.text import Text
 from transformers import get_linear_schedule_with_warmup
 
+from nlpfw.corpus import EncodedSplit
 from nlpfw.device import autocast, synchronize
-from nlpfw.interfaces import Example, Task
+from nlpfw.interfaces import Task
 from nlpfw.metrics import score_spans
-from nlpfw.model import TaggingModel, infer
+from nlpfw.model import TaggingModel, predict_spans
 from nlpfw.recipe import TrainerConfig
 
 
@@ -71,20 +72,13 @@ class Trainer:
         self.amp = amp
         self.console = console
 
-    def fit(
-        self,
-        train: Sequence[dict[str, Any]],
-        dev_examples: Sequence[Example],
-        dev: Sequence[dict[str, Any]],
-        on_epoch: Callable[[History], None],
-    ) -> History:
+    def fit(self, train: EncodedSplit, dev: EncodedSplit, on_epoch: Callable[[History], None]) -> History:
         """Train; after each epoch evaluate on dev and call `on_epoch(history)`.
 
         The newest record is `history.epochs[-1]`; its `best` is true when it is the new best.
         """
         cfg = self.config
         set_seed(cfg.seed)
-        train = [f for f in train if f["input_ids"]]
         generator = torch.Generator().manual_seed(cfg.seed)
         loader = torch.utils.data.DataLoader(
             train, batch_size=cfg.batch_size, shuffle=True, generator=generator, collate_fn=self.task.collate
@@ -112,7 +106,7 @@ class Trainer:
             step += steps
             synchronize(self.device)
             train_time = time.perf_counter() - start
-            record = self.evaluate(dev_examples, dev)
+            record = self.evaluate(dev)
             record.update(
                 epoch=epoch,
                 step=step,
@@ -194,15 +188,16 @@ class Trainer:
             TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
         )  # fmt: skip
 
-    def evaluate(self, examples: Sequence[Example], features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def evaluate(self, dev: EncodedSplit) -> dict[str, Any]:
         """Dev loss, strict span scores and valid timings, scored on the whole original texts."""
         synchronize(self.device)
         start = time.perf_counter()
-        tags, loss, batches = infer(self.model, self.task, features, self.config.eval_batch_size, self.device, self.amp)
+        predicted, loss, batches = predict_spans(
+            self.model, self.task, dev, self.config.eval_batch_size, self.device, self.amp
+        )
         synchronize(self.device)
         valid_time = time.perf_counter() - start
-        predicted = [self.task.spans(e.text, t) for e, t in zip(examples, tags)]
-        scores = score_spans([e.spans or [] for e in examples], predicted, self.task.entity_types)
+        scores = score_spans([e.spans or [] for e in dev.examples], predicted, self.task.entity_types)
         return {
             "dev_loss": loss,
             "scores": scores.to_dict(),

@@ -9,10 +9,13 @@ tokenizer would merge `CSOL` into `cs ##ol` and break offsets); whitespace maps 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import unicodedata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import transformers
 from pydantic import Field, model_validator
@@ -28,6 +31,7 @@ SIZE_DEFAULTS = {  # from-scratch architecture: bert-base's unless the recipe sa
     "max_position_embeddings": 512, "hidden_dropout": 0.1, "attention_dropout": 0.1,
 }  # fmt: skip
 SPACE_TOKEN = "[unused1]"
+LOOKUP_VERSION = 1  # bump when the character lookup rules change (keys the corpus cache)
 
 
 class BertEncoderConfig(EncoderConfig):
@@ -89,7 +93,7 @@ class BertEncoder(Encoder):
         self.dropout = nn.Dropout(config.dropout)
         self.output_dim = hidden
         self._vocab: dict[str, int] = tokenizer.get_vocab()
-        self._cache: dict[str, int] = {}
+        self._ids = _CharTable(self._lookup)
         self.unk_id = self._vocab[tokenizer.unk_token]
         self.cls_id = self._vocab[tokenizer.cls_token]
         self.sep_id = self._vocab[tokenizer.sep_token]
@@ -140,10 +144,7 @@ class BertEncoder(Encoder):
         self.tokenizer.save_pretrained(directory)
 
     def char_id(self, char: str) -> int:
-        cached = self._cache.get(char)
-        if cached is None:
-            cached = self._cache[char] = self._lookup(char)
-        return cached
+        return self._ids[char]
 
     def _lookup(self, char: str) -> int:
         if char.isspace() or unicodedata.category(char) in ("Zs", "Cc", "Cf"):
@@ -155,8 +156,12 @@ class BertEncoder(Encoder):
                 return self._vocab[candidate]
         return self.unk_id
 
-    def char_ids(self, text: str) -> list[int]:
-        return [self.char_id(c) for c in text]
+    def char_ids(self, text: str) -> np.ndarray:
+        return np.fromiter(map(self._ids.__getitem__, text), dtype=np.int32, count=len(text))
+
+    def fingerprint(self) -> str:
+        rules = [LOOKUP_VERSION, SPACE_TOKEN, self.unk_id, sorted(self._vocab.items())]
+        return hashlib.sha256(json.dumps(rules, ensure_ascii=False).encode()).hexdigest()
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, width = input_ids.shape
@@ -174,6 +179,18 @@ class BertEncoder(Encoder):
             output, _ = self.lstm(packed)
             hidden, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=width)
         return self.dropout(hidden)
+
+
+class _CharTable(dict):
+    """Character -> id, looked up by `lookup` on first sight (a plain dict read after that)."""
+
+    def __init__(self, lookup: Any):
+        super().__init__()
+        self.lookup = lookup
+
+    def __missing__(self, char: str) -> int:
+        self[char] = value = self.lookup(char)
+        return value
 
 
 def _no_pooler(auto_config: Any) -> dict[str, Any]:

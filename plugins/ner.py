@@ -2,9 +2,13 @@
 
 Each character is one token (the encoder maps it to one id), so a tag index is a character
 offset: spans come back as `text[start:end]` whatever the text holds (Latin words, digit
-runs, spaces, full-width characters, emoji). Tags are read strictly (IOB2): an entity starts
-at `B-X` and continues over `I-X`; a stray `I-X` starts nothing. This is exactly seqeval's
-strict IOB2 mode, so exact-span scores and seqeval's agree.
+runs, spaces, full-width characters, emoji).
+
+The model is always trained on clean BIO tags derived from the gold spans. How predicted tags
+are read back is the `scoring` option (see `nlpfw.tags`): `strict` (IOB2: an entity starts at
+`B-X`; a stray `I-X` starts nothing, so exact-span scores equal seqeval's strict mode) or
+`conlleval` (an `I-X` after `O` or another type starts an entity, seqeval's default mode, as
+the People's Daily reference scores).
 
 Flat BIO cannot hold nested entities: where gold spans overlap, the longer one is tagged and
 the other is dropped and counted (CLUENER train has one such pair, a company inside a book
@@ -16,20 +20,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from pydantic import Field
 
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Config, Encoder, Example, Span, Task
+from nlpfw.tags import Mode, read_spans
 
 
 class NerConfig(Config):
     scheme: Literal["BIO"] = "BIO"
+    scoring: Mode = Field(
+        default="strict", description="how predicted tags are read: strict (IOB2) or conlleval"
+    )
 
 
 class NerTask(Task):
     """Named-entity recognition as one BIO tag per character."""
 
     config_model = NerConfig
+    config: NerConfig
 
     def __init__(self, config: NerConfig, entity_types: Sequence[str]):
         super().__init__(config, entity_types)
@@ -51,17 +62,16 @@ class NerTask(Task):
                 kept.append(span)
         return sorted(kept), dropped
 
-    def tags(self, length: int, spans: Sequence[Span]) -> list[str]:
-        """BIO tag names for a text of `length` characters (spans must not overlap)."""
-        tags = ["O"] * length
+    def tag_ids(self, length: int, spans: Sequence[Span]) -> np.ndarray:
+        """BIO tag ids for a text of `length` characters (spans must not overlap)."""
+        tags = np.zeros(length, dtype=np.int16)
         for span in spans:
-            tags[span.start] = f"B-{span.label}"
-            for i in range(span.start + 1, span.end):
-                tags[i] = f"I-{span.label}"
+            tags[span.start] = self._index[f"B-{span.label}"]
+            tags[span.start + 1 : span.end] = self._index[f"I-{span.label}"]
         return tags
 
     def encode(self, example: Example, encoder: Encoder) -> dict[str, Any]:
-        ids = encoder.char_ids(example.text)
+        ids = np.asarray(encoder.char_ids(example.text), dtype=np.int32)
         if len(ids) != len(example.text):
             raise ValueError(
                 f"encoder {type(encoder).__name__} gave {len(ids)} ids for "
@@ -69,52 +79,37 @@ class NerTask(Task):
             )
         feature: dict[str, Any] = {"input_ids": ids, "dropped": []}
         if example.spans is not None:
+            unknown = {s.label for s in example.spans} - set(self.entity_types)
+            if unknown:
+                raise ValueError(f"entity types {sorted(unknown)} are not among the task's {self.entity_types}")
             kept, feature["dropped"] = self.flat_spans(example.spans)
-            tags = self.tags(len(example.text), kept)
-            feature["tags"] = [self._index[t] for t in tags]
-        limit = encoder.max_chars
-        feature["truncated"] = limit is not None and len(ids) > limit
-        if feature["truncated"]:
-            feature["input_ids"] = ids[:limit]
-            if "tags" in feature:
-                feature["tags"] = feature["tags"][:limit]
+            feature["tags"] = self.tag_ids(len(example.text), kept)
         return feature
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
-        ids = torch.zeros(len(features), width, dtype=torch.long)
-        mask = torch.zeros(len(features), width, dtype=torch.bool)
-        has_tags = all("tags" in f for f in features)
-        tags = torch.zeros(len(features), width, dtype=torch.long)
-        for row, feature in enumerate(features):
-            n = len(feature["input_ids"])
-            ids[row, :n] = torch.tensor(feature["input_ids"], dtype=torch.long)
-            mask[row, :n] = True
-            if has_tags:
-                tags[row, :n] = torch.tensor(feature["tags"], dtype=torch.long)
-        batch = {"input_ids": ids, "mask": mask}
-        if has_tags:
-            batch["tags"] = tags
+        lengths = torch.tensor([len(f["input_ids"]) for f in features])
+        mask = torch.arange(width) < lengths.unsqueeze(1)
+        batch = {"input_ids": _pad([f["input_ids"] for f in features], width), "mask": mask}
+        if all("tags" in f for f in features):
+            batch["tags"] = _pad([f["tags"] for f in features], width)
         return batch
 
     def spans(self, text: str, tag_ids: Sequence[int]) -> list[Span]:
-        return spans_from_tags([self._labels[i] for i in tag_ids])
+        return read_spans([self._labels[i] for i in tag_ids], self.config.scoring)
+
+
+def _pad(rows: Sequence[Any], width: int) -> torch.Tensor:
+    """Rows of ids as one [len(rows), width] long tensor, zero-padded on the right."""
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return torch.from_numpy(out)
 
 
 def spans_from_tags(tags: Sequence[str]) -> list[Span]:
     """Strict IOB2 reading of tag names: `B-X I-X*` is an entity; anything else starts none."""
-    spans: list[Span] = []
-    start, label = -1, ""
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, kind = tag.partition("-")
-        if prefix == "I" and start >= 0 and kind == label:
-            continue
-        if start >= 0:
-            spans.append(Span(start, i, label))
-            start = -1
-        if prefix == "B":
-            start, label = i, kind
-    return spans
+    return read_spans(tags, "strict")
 
 
 @hookimpl

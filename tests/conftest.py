@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,21 @@ def data_root() -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _data_root_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    root = _data_root()
-    if root is not None:
-        monkeypatch.setenv("NLPFW_DATA_ROOT", str(root))
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tokenised-corpus cache the tests share (never the user's ~/.cache)."""
+    return tmp_path_factory.mktemp("nlpfw-cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _environment(cache_root: Path) -> Iterator[None]:
+    """Session-wide, so that module-scoped fixtures (trained runs) see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        root = _data_root()
+        if root is not None:
+            patch.setenv("NLPFW_DATA_ROOT", str(root))
+        patch.setenv("NLPFW_CACHE_DIR", str(cache_root))
+        yield
 
 
 @pytest.fixture(scope="session")

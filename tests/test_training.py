@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from nlpfw.cli import cli
 from nlpfw.interfaces import Span
 from nlpfw.metrics import score_spans, seqeval_scores
+from nlpfw.tags import bio_tags
 from nlpfw.model import load_model
 from nlpfw_plugins.cluener import Cluener, CluenerConfig
 
@@ -92,8 +93,8 @@ def test_saved_model_reproduces_the_reported_scores_without_the_data(crf_run, re
         assert all(0 <= s.start < s.end <= len(text) for s in spans)
     # the reported metric is seqeval's strict IOB2 F1 on the same predictions
     task = loaded.task
-    gold_tags = [task.tags(len(e.text), e.spans) for e in dev]
-    pred_tags = [task.tags(len(e.text), p) for e, p in zip(dev, predicted)]
+    gold_tags = [bio_tags(len(e.text), e.spans) for e in dev]
+    pred_tags = [bio_tags(len(e.text), p) for e, p in zip(dev, predicted)]
     strict = seqeval_scores(gold_tags, pred_tags)
     assert strict["overall"]["f1"] == pytest.approx(report["best"]["scores"]["overall"]["f1"], abs=1e-12)
 

@@ -1,0 +1,181 @@
+"""Read a recipe's corpus, encode it, and cache the result on disk keyed by content.
+
+The key is a digest of the data files' contents (sha256), the dataset, task and window
+settings, and the encoder's `fingerprint()` (its vocabulary and lookup rules). A second run
+of the same recipe on the same files loads flat arrays from disk instead of parsing and
+tokenising again; change any file, option or vocabulary and the key changes with it.
+
+The cache lives in `$NLPFW_CACHE_DIR` (default `~/.cache/nlpfw`); `NLPFW_CACHE_DIR=off` or
+`nlpfw run --no-cache` turns it off. Each entry is a folder of `.npy` arrays and a
+`meta.json`, written under a temporary name and renamed into place, so an interrupted run
+never leaves a half entry behind. Deleting the folder is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nlpfw import __version__
+from nlpfw.corpus import EncodedSplit, Stats, encode_split
+from nlpfw.interfaces import Dataset, Encoder, Example, Span, Task
+from nlpfw.recipe import Section
+
+CACHE_ENV = "NLPFW_CACHE_DIR"
+FORMAT = 1
+_OFF = ("off", "0", "false", "no", "none")
+
+
+def cache_dir() -> Path | None:
+    """The cache folder, or None when `$NLPFW_CACHE_DIR` turns the cache off."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None and value.strip().lower() in _OFF:
+        return None
+    if value:
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "nlpfw"
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Corpus:
+    """What a run trains and evaluates on."""
+
+    task: Task
+    splits: dict[str, EncodedSplit]
+    skipped: list[str]  # bad records left out under dataset.on_error = "skip"
+    cached: bool  # read from the cache
+    key: str | None  # the cache key (None: not cacheable)
+
+
+def prepare_corpus(
+    task_section: Section,
+    dataset_section: Section,
+    dataset: Dataset,
+    encoder: Encoder,
+    split_names: Sequence[str],
+    window: int | None,
+    stride: int,
+    use_cache: bool = True,
+) -> Corpus:
+    """Load and encode `split_names` of the dataset, from the cache when the key matches."""
+    key = corpus_key(task_section, dataset_section, dataset, encoder, split_names, window, stride)
+    root = cache_dir() if use_cache else None
+    folder = root / "corpora" / key if root is not None and key is not None else None
+    if folder is not None and (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        task = task_section.component.cls(task_section.config, meta["entity_types"])
+        splits = {name: _load_split(folder, name, meta["splits"][name], window, stride) for name in split_names}
+        return Corpus(task, splits, meta["skipped"], cached=True, key=key)
+    examples = {name: dataset.load(name) for name in split_names}
+    task = task_section.component.cls(task_section.config, dataset.entity_types())
+    splits = {
+        name: encode_split(examples[name], partial(task.encode, encoder=encoder), window, stride)
+        for name in split_names
+    }
+    if folder is not None:
+        _save(folder, task.entity_types, splits, dataset.skipped)
+    return Corpus(task, splits, list(dataset.skipped), cached=False, key=key)
+
+
+def corpus_key(
+    task_section: Section,
+    dataset_section: Section,
+    dataset: Dataset,
+    encoder: Encoder,
+    split_names: Sequence[str],
+    window: int | None,
+    stride: int,
+) -> str | None:
+    """Digest of everything the encoded splits depend on, or None if a part cannot be keyed."""
+    fingerprint = encoder.fingerprint()
+    files = {name: dataset.files(name) for name in split_names}
+    if fingerprint is None or any(f is None for f in files.values()):
+        return None
+    parts = {
+        "format": FORMAT,
+        "nlpfw": __version__,
+        "dataset": [dataset_section.type, dataset_section.config.model_dump(mode="json")],
+        "files": {name: [file_digest(Path(f)) for f in paths or ()] for name, paths in files.items()},
+        "task": [task_section.type, task_section.config.model_dump(mode="json")],
+        "encoder": fingerprint,
+        "window": [window, stride],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
+
+
+_WINDOW_ARRAYS = ("text_starts", "window_text", "window_start", "window_length")
+
+
+def _save(folder: Path, entity_types: list[str], splits: dict[str, EncodedSplit], skipped: list[str]) -> None:
+    partial = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    meta: dict[str, Any] = {"format": FORMAT, "entity_types": entity_types, "skipped": skipped, "splits": {}}
+    for name, split in splits.items():
+        for column, values in split.columns.items():
+            np.save(partial / f"{name}.column.{column}.npy", values)
+        for array in _WINDOW_ARRAYS:
+            np.save(partial / f"{name}.{array}.npy", getattr(split, array))
+        examples = split.examples
+        labels = sorted({s.label for e in examples for s in e.spans or ()})
+        index = {label: i for i, label in enumerate(labels)}
+        spans = [(i, s.start, s.end, index[s.label]) for i, e in enumerate(examples) for s in e.spans or ()]
+        np.save(partial / f"{name}.spans.npy", np.asarray(spans, dtype=np.int32).reshape(-1, 4))
+        np.save(partial / f"{name}.labelled.npy", np.asarray([e.spans is not None for e in examples]))
+        text = "".join(e.text for e in examples).encode("utf-8")
+        np.save(partial / f"{name}.text.npy", np.frombuffer(text, dtype=np.uint8))
+        meta["splits"][name] = {
+            "columns": sorted(split.columns),
+            "labels": labels,
+            "ids": [e.id for e in examples],
+            "stats": asdict(split.stats),
+        }
+    (partial / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    try:
+        partial.rename(folder)
+    except OSError:  # another run wrote the same entry first; theirs is as good as ours
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _load_split(folder: Path, name: str, meta: dict[str, Any], window: int | None, stride: int) -> EncodedSplit:
+    def array(part: str) -> np.ndarray:
+        return np.load(folder / f"{name}.{part}.npy", allow_pickle=False)
+
+    def examples() -> list[Example]:
+        text = array("text").tobytes().decode("utf-8")
+        starts = array("text_starts").tolist()
+        labelled = array("labelled").tolist()
+        gold: list[list[Span]] = [[] for _ in labelled]
+        for i, start, end, label in array("spans").tolist():
+            gold[i].append(Span(start, end, meta["labels"][label]))
+        return [
+            Example(text[starts[i] : starts[i + 1]], gold[i] if labelled[i] else None, meta["ids"][i])
+            for i in range(len(labelled))
+        ]
+
+    return EncodedSplit(
+        columns={column: array(f"column.{column}") for column in meta["columns"]},
+        **{part: array(part) for part in _WINDOW_ARRAYS},
+        window=window,
+        stride=stride,
+        stats=Stats(**meta["stats"]),
+        examples_loader=examples,
+    )

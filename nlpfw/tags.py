@@ -1,0 +1,82 @@
+"""Reading entity spans out of tag sequences (BIO and BIOES), in two modes.
+
+`strict` (IOB2/IOBES, seqeval's `mode="strict"`): an entity is `B-X I-X*` (BIO) or
+`B-X I-X* E-X` / `S-X` (BIOES); a tag that does not continue a well-formed entity starts
+nothing, so an ill-formed prediction scores as missed.
+
+`conlleval` (seqeval's default mode, the conlleval script's rules): an entity also starts at an
+`I-X` (or `E-X`) that follows `O`, the end of an entity, or a tag of another type, and ends where
+the next tag does not continue it. This is how corpora such as People's Daily 2014, whose
+entities sometimes start with `I-`, are meant to be read, and it is how datasets read gold tags,
+so no labelled entity is lost.
+
+Tags are `PREFIX-TYPE` (the dataset normalises spellings such as `B_LOC` first) or `O`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from nlpfw.interfaces import Span
+
+Mode = Literal["strict", "conlleval"]
+Scheme = Literal["BIO", "BIOES"]
+PREFIXES: dict[str, str] = {"BIO": "BI", "BIOES": "BIES"}
+
+
+class TagError(ValueError):
+    """A tag that is not `O` or `PREFIX-TYPE` with a prefix of the scheme."""
+
+
+def split_tag(tag: str, scheme: Scheme = "BIO") -> tuple[str, str]:
+    """`B-LOC` -> (`B`, `LOC`); `O` -> (`O`, ``). Raises `TagError` on anything else."""
+    if tag == "O":
+        return "O", ""
+    prefix, dash, kind = tag.partition("-")
+    if not dash or not kind or prefix not in PREFIXES[scheme]:
+        allowed = "/".join(PREFIXES[scheme])
+        raise TagError(f"unknown tag {tag!r}: expected 'O' or {allowed}-TYPE ({scheme})")
+    return prefix, kind
+
+
+def detect_scheme(tags: Sequence[str]) -> Scheme:
+    """BIOES if any tag starts with `E-` or `S-`, else BIO."""
+    return "BIOES" if any(t[:2] in ("E-", "S-") for t in tags) else "BIO"
+
+
+def read_spans(tags: Sequence[str], mode: Mode = "strict", scheme: Scheme = "BIO") -> list[Span]:
+    """Entity spans (end exclusive) of a tag sequence; raises `TagError` on an unknown tag."""
+    parsed = [split_tag(t, scheme) for t in tags]
+    spans: list[Span] = []
+    start, kind = -1, ""  # the open entity, if start >= 0
+    for i, (prefix, label) in enumerate(parsed):
+        if start >= 0 and prefix in "IE" and label == kind:
+            if prefix == "E":
+                spans.append(Span(start, i + 1, kind))
+                start = -1
+            continue
+        if start >= 0:  # the open entity is not continued
+            if mode == "conlleval" or scheme == "BIO":
+                spans.append(Span(start, i, kind))
+            start = -1  # strict BIOES: an entity left without its E- is ill-formed
+        if prefix == "S":
+            spans.append(Span(i, i + 1, label))
+        elif prefix == "B" or (mode == "conlleval" and prefix in "IE"):
+            if prefix == "E":
+                spans.append(Span(i, i + 1, label))
+            else:
+                start, kind = i, label
+    if start >= 0 and (mode == "conlleval" or scheme == "BIO"):
+        spans.append(Span(start, len(parsed), kind))
+    return spans
+
+
+def bio_tags(length: int, spans: Sequence[Span]) -> list[str]:
+    """BIO tag names for a text of `length` characters (spans must not overlap)."""
+    tags = ["O"] * length
+    for span in spans:
+        tags[span.start] = f"B-{span.label}"
+        for i in range(span.start + 1, span.end):
+            tags[i] = f"I-{span.label}"
+    return tags
