@@ -58,10 +58,13 @@ class Cluener(Dataset):
                 download(self.config.url, target)
         return resolve(self.config.path, self.data_root, "dataset.path", directory=True)
 
-    def load(self, split: str) -> list[Example]:
+    def files(self, split: str) -> list[Path]:
         if split not in self.splits():
             raise DataError(f"cluener has no split {split!r}; splits: {', '.join(self.splits())}")
-        path = resolve(self.folder() / f"{split}.json", self.data_root, "dataset.path")
+        return [resolve(self.folder() / f"{split}.json", self.data_root, "dataset.path")]
+
+    def load(self, split: str) -> list[Example]:
+        [path] = self.files(split)
         examples = []
         with path.open(encoding="utf-8") as lines:
             for number, line in enumerate(lines, 1):
