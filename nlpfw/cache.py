@@ -31,7 +31,7 @@ from nlpfw.interfaces import Dataset, Encoder, Example, Span, Task
 from nlpfw.recipe import Section
 
 CACHE_ENV = "NLPFW_CACHE_DIR"
-FORMAT = 1
+FORMAT = 2
 _OFF = ("off", "0", "false", "no", "none")
 
 
@@ -137,11 +137,16 @@ def _save(folder: Path, entity_types: list[str], splits: dict[str, EncodedSplit]
         examples = split.examples
         labels = sorted({s.label for e in examples for s in e.spans or ()})
         index = {label: i for i, label in enumerate(labels)}
-        spans = [(i, s.start, s.end, index[s.label]) for i, e in enumerate(examples) for s in e.spans or ()]
-        np.save(partial / f"{name}.spans.npy", np.asarray(spans, dtype=np.int32).reshape(-1, 4))
+        spans = np.zeros((sum(len(e.spans or ()) for e in examples), 4), dtype=np.int32)
+        row = 0
+        for i, example in enumerate(examples):
+            for span in example.spans or ():
+                spans[row] = (i, span.start, span.end, index[span.label])
+                row += 1
+        np.save(partial / f"{name}.spans.npy", spans)
         np.save(partial / f"{name}.labelled.npy", np.asarray([e.spans is not None for e in examples]))
-        text = "".join(e.text for e in examples).encode("utf-8")
-        np.save(partial / f"{name}.text.npy", np.frombuffer(text, dtype=np.uint8))
+        with (partial / f"{name}.text.txt").open("w", encoding="utf-8", newline="") as stream:
+            stream.writelines(e.text for e in examples)
         meta["splits"][name] = {
             "columns": sorted(split.columns),
             "labels": labels,
@@ -160,7 +165,8 @@ def _load_split(folder: Path, name: str, meta: dict[str, Any], window: int | Non
         return np.load(folder / f"{name}.{part}.npy", allow_pickle=False)
 
     def examples() -> list[Example]:
-        text = array("text").tobytes().decode("utf-8")
+        with (folder / f"{name}.text.txt").open(encoding="utf-8", newline="") as stream:
+            text = stream.read()  # newline="": a "\r" in a text stays as it is
         starts = array("text_starts").tolist()
         labelled = array("labelled").tolist()
         gold: list[list[Span]] = [[] for _ in labelled]

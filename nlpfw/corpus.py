@@ -101,9 +101,6 @@ class EncodedSplit:
         end = begin + int(self.window_length[index])
         return {name: column[begin:end] for name, column in self.columns.items()}
 
-    def lengths(self) -> np.ndarray:
-        return self.window_length
-
     def merge(self, window_spans: Sequence[Sequence[Span]]) -> list[list[Span]]:
         """Each text's entities from its windows' (window-relative) entities."""
         merged: list[list[Span]] = [[] for _ in range(len(self.text_starts) - 1)]
@@ -134,40 +131,40 @@ def encode_split(
     stride: int,
 ) -> EncodedSplit:
     """Encode every example with the task's `encode` and cut the texts into windows."""
-    parts: dict[str, list[np.ndarray]] = {}
     text_starts = np.zeros(len(examples) + 1, dtype=np.int64)
+    np.cumsum([len(e.text) for e in examples], out=text_starts[1:])
+    columns: dict[str, np.ndarray] = {}
+    filled: dict[str, int] = {}  # texts written into each column
     window_text: list[int] = []
     window_start: list[int] = []
     window_length: list[int] = []
-    stats = Stats(examples=len(examples))
+    stats = Stats(examples=len(examples), chars=int(text_starts[-1]))
     for index, example in enumerate(examples):
         feature = encode(example)
-        length = len(example.text)
+        begin, end = int(text_starts[index]), int(text_starts[index + 1])
         for name, values in feature.items():
             if isinstance(values, np.ndarray):
-                if len(values) != length:
-                    raise ValueError(f"column {name!r} has {len(values)} values for {length} characters")
-                parts.setdefault(name, []).append(values)
-        text_starts[index + 1] = text_starts[index] + length
+                if len(values) != end - begin:
+                    raise ValueError(f"column {name!r} has {len(values)} values for {end - begin} characters")
+                if name not in columns:
+                    columns[name] = np.zeros(stats.chars, dtype=DTYPES.get(name, np.int32))
+                columns[name][begin:end] = values
+                filled[name] = filled.get(name, 0) + 1
         stats.spans += len(example.spans or ())
-        stats.labelled += bool(length) and example.spans is not None
+        stats.labelled += bool(end - begin) and example.spans is not None
         stats.dropped += len(feature.get("dropped", ()))
-        if length == 0:
+        if end == begin:
             continue  # an empty text has no window and no entity
-        starts = window_starts(length, window, stride)
+        starts = window_starts(end - begin, window, stride)
         stats.windowed += len(starts) > 1
         for start in starts:
             window_text.append(index)
             window_start.append(start)
-            window_length.append(min(length - start, window or length))
+            window_length.append(min(end - begin - start, window or end - begin))
     stats.windows = len(window_text)
-    stats.chars = int(text_starts[-1])
-    for name, values in parts.items():
-        if len(values) != len(examples):
-            raise ValueError(f"column {name!r} is in {len(values)} of {len(examples)} encoded texts; it must be in all")
-    columns = {
-        name: np.concatenate(values).astype(DTYPES.get(name, np.int32), copy=False) for name, values in parts.items()
-    }
+    for name, count in filled.items():
+        if count != len(examples):
+            raise ValueError(f"column {name!r} is in {count} of {len(examples)} encoded texts; it must be in all")
     split = EncodedSplit(
         columns=columns,
         text_starts=text_starts,

@@ -29,7 +29,7 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Span:
     """An entity: `text[start:end]` (end exclusive) of type `label`."""
 
@@ -41,7 +41,7 @@ class Span:
         return text[self.start : self.end]
 
 
-@dataclass
+@dataclass(slots=True)
 class Example:
     """One text with its gold spans (`None` when the split carries no labels)."""
 

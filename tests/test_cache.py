@@ -22,6 +22,8 @@ def recipe(registry, tmp_path, data_root):
     for name in ("train.json", "dev.json"):
         lines = (data_root / "cluener" / name).read_text(encoding="utf-8").splitlines(keepends=True)
         (folder / name).write_text("".join(lines[:50]), encoding="utf-8")
+    with (folder / "dev.json").open("a", encoding="utf-8") as stream:  # line breaks inside a text
+        stream.write('{"text": "张三\\r\\n说\\u2028好\\r", "label": {"name": {"张三": [[0, 1]]}}}\n')
     overrides = [*TINY, f'dataset.path="{folder}"', "trainer.window=24", "trainer.stride=8"]
     return load_recipe(ROOT / "recipes" / "quickstart.toml", registry, overrides)
 
@@ -48,6 +50,7 @@ def test_second_load_comes_from_the_cache_and_is_identical(recipe, data_root, tm
         for row in range(len(a)):
             np.testing.assert_array_equal(a[row]["input_ids"], b[row]["input_ids"])
         assert [(e.text, e.spans, e.id) for e in a.examples] == [(e.text, e.spans, e.id) for e in b.examples]
+    assert second.splits["dev"].examples[-1].text == "张三\r\n说\u2028好\r"
 
 
 def test_a_changed_file_option_or_switch_misses_the_cache(recipe, data_root, tmp_path, monkeypatch, registry):
