@@ -1,9 +1,9 @@
-"""Entity-level scores: strict matching of exact spans (type, start, end).
+"""Entity-level scores: exact matching of spans (type, start, end).
 
 A predicted entity counts only if a gold entity has the same type and the same start and
-end. This is what seqeval computes in strict IOB2 mode (`mode="strict", scheme=IOB2`), and
-`seqeval_scores` is kept beside it so the two can be checked against each other; seqeval's
-default mode is lenient (it repairs ill-formed tag sequences) and is not used.
+end. With tags read strictly (`nlpfw.tags`, mode `strict`) this is what seqeval computes in
+strict IOB2 mode; with tags read as conlleval does, it is seqeval's default mode.
+`seqeval_scores` is kept beside it so the two can be checked against each other.
 """
 
 from __future__ import annotations
@@ -76,14 +76,16 @@ def score_spans(
     return scores
 
 
-def seqeval_scores(gold_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, dict[str, float]]:
-    """seqeval's strict IOB2 scores: {'overall'|type: {precision, recall, f1, support}}."""
+def seqeval_scores(
+    gold_tags: list[list[str]], pred_tags: list[list[str]], mode: str = "strict", scheme: str = "BIO"
+) -> dict[str, dict[str, float]]:
+    """seqeval's scores, {'overall'|type: {precision, recall, f1, support}}: its strict mode
+    (IOB2 or IOBES) for `mode="strict"`, its default mode for `mode="conlleval"`."""
     from seqeval.metrics import classification_report
-    from seqeval.scheme import IOB2
+    from seqeval.scheme import IOB2, IOBES
 
-    report = classification_report(
-        gold_tags, pred_tags, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
-    )
+    options: dict[str, Any] = {"mode": "strict", "scheme": IOBES if scheme == "BIOES" else IOB2} if mode == "strict" else {}
+    report = classification_report(gold_tags, pred_tags, output_dict=True, zero_division=0, **options)
     out = {k: {m: v[m.replace("f1", "f1-score")] for m in ("precision", "recall", "f1", "support")} for k, v in report.items()}
     out["overall"] = out.pop("micro avg")
     return out

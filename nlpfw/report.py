@@ -12,7 +12,11 @@ from rich.table import Table
 from nlpfw.interfaces import Reference
 
 SPEED_KEYS = ("train_step_time", "train_epoch_time", "valid_step_time", "valid_epoch_time")
-METRIC_NOTE = "strict entity-level matching: exact (type, start, end) spans, as seqeval's strict IOB2 mode"
+METRIC_NOTES = {
+    "strict": "strict entity-level matching: exact (type, start, end) spans, as seqeval's strict IOB2 mode",
+    "conlleval": "entity-level matching of exact (type, start, end) spans, predicted tags read as conlleval "
+    "does (an I-X after O starts an entity), as seqeval's default mode",
+}
 
 
 def format_duration(seconds: float | None) -> str:
@@ -43,8 +47,10 @@ def speed_table(speed: dict[str, float], device: str, reference: Reference | Non
     return table
 
 
-def model_table(overall: dict[str, float], loss: float | None, reference: Reference | None) -> Table:
-    table = Table(title="Model (dev)", caption=METRIC_NOTE)
+def model_table(
+    overall: dict[str, float], loss: float | None, reference: Reference | None, scoring: str = "strict"
+) -> Table:
+    table = Table(title="Model (dev)", caption=METRIC_NOTES[scoring])
     table.add_column("system")
     for key in ("precision", "recall", "f1", "loss"):
         table.add_column(key, justify="right")
@@ -79,7 +85,7 @@ def result_tables(result: dict[str, Any], entity_types: Sequence[str], reference
     """The three tables for one evaluation record (as written to metrics.jsonl)."""
     return [
         speed_table(result["speed"], result["device"], reference),
-        model_table(result["scores"]["overall"], result.get("dev_loss"), reference),
+        model_table(result["scores"]["overall"], result.get("dev_loss"), reference, result.get("scoring", "strict")),
         entity_table(result["scores"], entity_types, reference),
     ]
 

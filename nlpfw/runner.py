@@ -33,7 +33,7 @@ from nlpfw.model import TaggingModel, save_model
 from nlpfw.plugins import PluginManager, plugin_records
 from nlpfw.recipe import Recipe
 from nlpfw.registry import Registry
-from nlpfw.report import METRIC_NOTE, render_text, result_tables
+from nlpfw.report import METRIC_NOTES, render_text, result_tables
 from nlpfw.trainer import History, Trainer, set_seed
 
 
@@ -162,7 +162,7 @@ def run(
         output_dir / "report.json",
         {
             "recipe": recipe.name,
-            "metric": METRIC_NOTE,
+            "metric": METRIC_NOTES[best["scoring"]],
             "best_epoch": best["epoch"],
             "best": best,
             "epochs_run": len(history.epochs),
@@ -174,7 +174,7 @@ def run(
     io.write_text(
         output_dir / "report.txt",
         f"{recipe.name}: best dev F1 {best['scores']['overall']['f1']:.4f} at epoch {best['epoch']}\n"
-        f"metric: {METRIC_NOTE}\n\n{render_text(tables)}",
+        f"metric: {METRIC_NOTES[best['scoring']]}\n\n{render_text(tables)}",
     )
     console.rule(f"Best model: epoch {best['epoch']}")
     for table in tables:

@@ -201,5 +201,6 @@ class Trainer:
         return {
             "dev_loss": loss,
             "scores": scores.to_dict(),
+            "scoring": getattr(self.task.config, "scoring", "strict"),
             "speed": {"valid_step_time": valid_time / max(batches, 1), "valid_epoch_time": valid_time},
         }

@@ -137,3 +137,11 @@ def test_cluener_bad_span_names_file_and_line(tmp_path, data_root):
         dataset.load("dev")
     with pytest.raises(DataError, match=r"dataset\.path: file not found: .*bad/train\.json"):
         dataset.load("train")
+
+
+def test_scoring_mode_decides_how_predicted_tags_are_read():
+    strict = NerTask(NerConfig(), ["LOC", "T"])
+    lenient = NerTask(NerConfig(scoring="conlleval"), ["LOC", "T"])
+    ids = [strict.labels.index(t) for t in ["B-LOC", "I-LOC", "I-T", "I-T", "O", "I-LOC"]]
+    assert strict.spans("平壤1月x京", ids) == [Span(0, 2, "LOC")]
+    assert lenient.spans("平壤1月x京", ids) == [Span(0, 2, "LOC"), Span(2, 4, "T"), Span(5, 6, "LOC")]

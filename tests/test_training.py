@@ -192,3 +192,23 @@ def test_a_split_with_no_labelled_texts_is_named(tmp_path, data_root):
     assert result.exit_code == 1
     assert "Error: dataset: the train split of cluener.v1 has no labelled texts" in result.output
     assert not output.exists()
+
+
+def test_texts_longer_than_the_window_are_windowed_in_training_evaluation_and_prediction(tmp_path, data_root, registry):
+    # CLUENER texts are up to 50 characters: a 24-character window cuts most of them.
+    result, output = train(tmp_path, "trainer.epochs=3", "trainer.window=24", "trainer.stride=8", "dataset.limit=400")
+    assert result.exit_code == 0, result.output
+    assert "are longer than the 24-character window; they are read in windows overlapping by 8" in " ".join(result.output.split())
+    report = json.loads((output / "report.json").read_text(encoding="utf-8"))
+    data = report["data"]
+    assert (data["window"], data["stride"]) == (24, 8)
+    assert data["train_windowed"] > 250 and data["train_windows"] > data["train_examples"] == 400
+    dev = Cluener(CluenerConfig(limit=400), data_root).load("dev")
+    loaded = load_model(output / "model", registry)
+    predicted = loaded.predict([e.text for e in dev])
+    # dev is scored on whole texts: the reloaded model windows the same way and gets the same F1
+    f1 = report["best"]["scores"]["overall"]["f1"]
+    assert f1 > 0.05 and score_spans([e.spans for e in dev], predicted).overall.f1 == f1
+    long = "".join(e.text for e in dev[:60])  # about 2,500 characters in one text
+    [spans] = loaded.predict([long])
+    assert all(0 <= s.start < s.end <= len(long) for s in spans) and len(set(spans)) == len(spans)
