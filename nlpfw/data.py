@@ -22,11 +22,13 @@ def under_root(path: str | Path, root: Path) -> Path:
 
 
 def resolve(path: str | Path, root: Path, key: str, *, directory: bool = False) -> Path:
-    """`under_root(path, root)`, or `DataError` naming `key` if it does not exist."""
+    """`under_root(path, root)` made absolute, or `DataError` naming `key` if it does not exist.
+
+    Absolute, so that a path built from it is never rooted a second time under a relative root."""
     candidate = under_root(path, root)
     exists = candidate.is_dir() if directory else candidate.is_file()
     if not exists:
         what = "folder" if directory else "file"
         hint = "" if Path(path).is_absolute() else f" (relative paths are read under the data root; set {DATA_ROOT_ENV})"
         raise DataError(f"{key}: {what} not found: {candidate}{hint}")
-    return candidate
+    return candidate.absolute()

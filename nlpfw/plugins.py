@@ -28,6 +28,9 @@ LOAD_PLUGINS_ENV = "NLPFW_LOAD_PLUGINS"
 BUILTIN_PLUGINS = (
     "nlpfw_plugins.ner",
     "nlpfw_plugins.cluener",
+    "nlpfw_plugins.peoples_daily",
+    "nlpfw_plugins.conll",
+    "nlpfw_plugins.jsonl_spans",
     "nlpfw_plugins.bert",
     "nlpfw_plugins.crf",
     "nlpfw_plugins.softmax",

@@ -47,29 +47,41 @@ def detect_scheme(tags: Sequence[str]) -> Scheme:
 
 def read_spans(tags: Sequence[str], mode: Mode = "strict", scheme: Scheme = "BIO") -> list[Span]:
     """Entity spans (end exclusive) of a tag sequence; raises `TagError` on an unknown tag."""
-    parsed = [split_tag(t, scheme) for t in tags]
+    known = _KNOWN[scheme]
+    lenient = mode == "conlleval"
+    keep_open = lenient or scheme == "BIO"  # strict BIOES: an entity left without its E- is ill-formed
     spans: list[Span] = []
     start, kind = -1, ""  # the open entity, if start >= 0
-    for i, (prefix, label) in enumerate(parsed):
-        if start >= 0 and prefix in "IE" and label == kind:
+    for i, tag in enumerate(tags):
+        if tag == "O":  # the common case first
+            if start >= 0:
+                if keep_open:
+                    spans.append(Span(start, i, kind))
+                start = -1
+            continue
+        parsed = known.get(tag)
+        if parsed is None:
+            parsed = known[tag] = split_tag(tag, scheme)
+        prefix, label = parsed
+        if start >= 0 and label == kind and (prefix == "I" or prefix == "E"):
             if prefix == "E":
                 spans.append(Span(start, i + 1, kind))
                 start = -1
             continue
         if start >= 0:  # the open entity is not continued
-            if mode == "conlleval" or scheme == "BIO":
+            if keep_open:
                 spans.append(Span(start, i, kind))
-            start = -1  # strict BIOES: an entity left without its E- is ill-formed
-        if prefix == "S":
+            start = -1
+        if prefix == "S" or (prefix == "E" and lenient):
             spans.append(Span(i, i + 1, label))
-        elif prefix == "B" or (mode == "conlleval" and prefix in "IE"):
-            if prefix == "E":
-                spans.append(Span(i, i + 1, label))
-            else:
-                start, kind = i, label
-    if start >= 0 and (mode == "conlleval" or scheme == "BIO"):
-        spans.append(Span(start, len(parsed), kind))
+        elif prefix == "B" or (prefix == "I" and lenient):
+            start, kind = i, label
+    if start >= 0 and keep_open:
+        spans.append(Span(start, len(tags), kind))
     return spans
+
+
+_KNOWN: dict[str, dict[str, tuple[str, str]]] = {scheme: {} for scheme in PREFIXES}  # tag -> split_tag(tag)
 
 
 def bio_tags(length: int, spans: Sequence[Span]) -> list[str]:

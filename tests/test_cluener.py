@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,8 @@ def test_download_without_network_says_what_to_do(tmp_path, data_root):
 def test_missing_folder_names_the_key_and_the_data_root(tmp_path):
     with pytest.raises(DataError, match=r"dataset\.path: folder not found: .*/nowhere/cluener \(relative paths are read under the data root; set NLPFW_DATA_ROOT\)"):
         Cluener(CluenerConfig(), tmp_path / "nowhere").load("dev")
+
+
+def test_a_relative_data_root_is_applied_once(data_root, monkeypatch):
+    monkeypatch.chdir(data_root.parent)
+    assert len(Cluener(CluenerConfig(limit=3), Path(data_root.name)).load("dev")) == 3

@@ -41,6 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_SNAPSHOT = {
     ("task", "ner.v1"): "nlpfw_plugins.ner",
     ("dataset", "cluener.v1"): "nlpfw_plugins.cluener",
+    ("dataset", "peoples_daily_2014.v1"): "nlpfw_plugins.peoples_daily",
+    ("dataset", "conll.v1"): "nlpfw_plugins.conll",
+    ("dataset", "jsonl_spans.v1"): "nlpfw_plugins.jsonl_spans",
     ("encoder", "bert.v1"): "nlpfw_plugins.bert",
     ("decoder", "crf.v1"): "nlpfw_plugins.crf",
     ("decoder", "softmax.v1"): "nlpfw_plugins.softmax",
@@ -143,6 +146,9 @@ def test_builtin_plugin_records(pm: PluginManager) -> None:
     assert {r["plugin"]: (r["source"], r["version"], r["hooks"], r["provides"], r["error"]) for r in records} == {
         "nlpfw_plugins.ner": ("builtin", "0.1.0", ["register_tasks"], ["task: ner.v1"], None),
         "nlpfw_plugins.cluener": ("builtin", "0.1.0", ["register_datasets"], ["dataset: cluener.v1"], None),
+        "nlpfw_plugins.peoples_daily": ("builtin", "0.1.0", ["register_datasets"], ["dataset: peoples_daily_2014.v1"], None),
+        "nlpfw_plugins.conll": ("builtin", "0.1.0", ["register_datasets"], ["dataset: conll.v1"], None),
+        "nlpfw_plugins.jsonl_spans": ("builtin", "0.1.0", ["register_datasets"], ["dataset: jsonl_spans.v1"], None),
         "nlpfw_plugins.bert": ("builtin", "0.1.0", ["register_encoders"], ["encoder: bert.v1"], None),
         "nlpfw_plugins.crf": ("builtin", "0.1.0", ["register_decoders"], ["decoder: crf.v1"], None),
         "nlpfw_plugins.softmax": ("builtin", "0.1.0", ["register_decoders"], ["decoder: softmax.v1"], None),

@@ -25,13 +25,18 @@ TINY = [
 ]  # fmt: skip
 
 
-def train(tmp_path: Path, *overrides: str, recipe: str = "quickstart.toml", name: str = "run"):
-    output = tmp_path / name
-    args = ["run", str(ROOT / "recipes" / recipe), "-o", str(output)]
-    for item in (*TINY, *overrides):
+def run_cli(recipe: Path, output: Path, *overrides: str):
+    """`nlpfw run RECIPE -o OUTPUT --set ...` in this process."""
+    args = ["run", str(recipe), "-o", str(output)]
+    for item in overrides:
         args += ["--set", item]
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
-    return result, output
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def train(tmp_path: Path, *overrides: str, recipe: str = "quickstart.toml", name: str = "run"):
+    """A tiny model on 160 CLUENER texts: a few seconds."""
+    output = tmp_path / name
+    return run_cli(ROOT / "recipes" / recipe, output, *TINY, *overrides), output
 
 
 @pytest.fixture(scope="module")
