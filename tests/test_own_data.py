@@ -8,9 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from test_training import run_cli
 
-from nlpfw.cli import cli
 from nlpfw.errors import DataError
 from nlpfw.interfaces import Span
 from nlpfw.tags import bio_tags
@@ -285,10 +284,7 @@ def cluener_slice(data_root: Path):
 
 def train_cli(tmp_path: Path, *overrides: str) -> Path:
     output = tmp_path / "run"
-    args = ["run", str(ROOT / "recipes" / "quickstart.toml"), "-o", str(output), "--no-cache"]
-    for item in (*TINY, *overrides):
-        args += ["--set", item]
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    result = run_cli(ROOT / "recipes" / "quickstart.toml", output, *TINY, *overrides)
     assert result.exit_code == 0, result.output
     report = json.loads((output / "report.json").read_text(encoding="utf-8"))
     assert 0 <= report["best"]["scores"]["overall"]["f1"] <= 1
@@ -316,6 +312,10 @@ def test_cli_trains_on_jsonl_files(tmp_path, data_root):
         for s in e.spans:
             record["label"].setdefault(s.label, {}).setdefault(s.text_in(e.text), []).append([s.start, s.end - 1])
     folder = write(tmp_path / "jsonl", train_jsonl=lines(*simple), dev_jsonl=lines(*cluener))
+    with (folder / "train.jsonl").open("a", encoding="utf-8") as file:
+        file.write('{"text": "张三", "spans": [{"start": 0, "end": 3, "label": "name"}]}\n{"text": \n')
     output = train_cli(tmp_path, "dataset.type=jsonl_spans.v1", f"dataset.path={folder}", "dataset.on_error=skip")
     report = json.loads((output / "report.json").read_text(encoding="utf-8"))
-    assert report["data"]["train_examples"] == 160 and report["data"]["dev_examples"] == 80
+    assert report["data"]["train_examples"] == 161 and report["data"]["dev_examples"] == 80
+    # the bad span and the bad line are left out, and listed in the run's report
+    assert [item.split(": ")[0] for item in report["data"]["skipped"]] == [f"{folder / 'train.jsonl'}:{n}" for n in (161, 162)]
