@@ -13,10 +13,10 @@ A run folder holds:
 
 from __future__ import annotations
 
-from dataclasses import asdict
 import platform
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ def run(
     corpus = prepare_corpus(
         recipe.task, recipe.dataset, dataset, encoder, ("train", "dev"), window, stride, use_cache
     )
+    load_time = time.perf_counter() - start
     for split in ("train", "dev"):
         if not corpus.splits[split].stats.labelled:
             raise DataError(f"dataset: the {split} split of {recipe.dataset.type} has no labelled texts")
@@ -111,10 +112,10 @@ def run(
     io.write_text(output_dir / "recipe.toml", recipe.to_toml())
     env = environment(device)
     io.write_json(output_dir / "plugins.json", {"plugins": plugin_records(pm, registry), "environment": env})
-    summary = data_summary(corpus, window, stride, time.perf_counter() - start)
+    summary = data_summary(corpus, window, stride, load_time)
     console.print(
         f"[bold]{recipe.name}[/]: {train.stats.examples:,} train / {dev.stats.examples:,} dev texts "
-        f"({'from the cache' if corpus.cached else 'read and encoded'} in {summary['load_time']:.1f} s), "
+        f"({'from the cache' if corpus.cached else 'read and encoded'} in {load_time:.1f} s), "
         f"{len(task.labels)} tags, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"device {device}{f' ({amp})' if amp else ''}"
     )

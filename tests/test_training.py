@@ -12,7 +12,6 @@ import torch
 from click.testing import CliRunner
 
 from nlpfw.cli import cli
-from nlpfw.interfaces import Span
 from nlpfw.metrics import score_spans, seqeval_scores
 from nlpfw.tags import bio_tags
 from nlpfw.model import load_model
@@ -97,7 +96,6 @@ def test_saved_model_reproduces_the_reported_scores_without_the_data(crf_run, re
     for text, spans in zip([e.text for e in dev], predicted):
         assert all(0 <= s.start < s.end <= len(text) for s in spans)
     # the reported metric is seqeval's strict IOB2 F1 on the same predictions
-    task = loaded.task
     gold_tags = [bio_tags(len(e.text), e.spans) for e in dev]
     pred_tags = [bio_tags(len(e.text), p) for e, p in zip(dev, predicted)]
     strict = seqeval_scores(gold_tags, pred_tags)
