@@ -11,9 +11,10 @@ A model folder holds everything needed to predict without the training data:
 from __future__ import annotations
 
 import json
-from functools import partial
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ from torch import nn
 
 from nlpfw import io
 from nlpfw.corpus import EncodedSplit, encode_split, window_settings
-from nlpfw.device import autocast
+from nlpfw.device import autocast, synchronize
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Decoder, Encoder, Example, Span, Task
+from nlpfw.metrics import score_spans
 from nlpfw.recipe import Recipe, load_recipe
 from nlpfw.registry import Registry
 
@@ -132,31 +134,77 @@ def save_model(directory: Path, model: TaggingModel, task: Task, recipe: Recipe)
 
 @dataclass
 class LoadedModel:
-    """A model folder loaded for prediction."""
+    """A model folder loaded for prediction: `nlpfw.load(RUN_DIR)` returns one."""
 
     recipe: Recipe
     task: Task
     model: TaggingModel
     device: torch.device
+    directory: Path | None = None
 
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[list[Span]]:
-        """Entities of each text, in input order; offsets index the text exactly.
-
-        Texts longer than the encoder's window are windowed as in training."""
+    def encode(self, examples: list[Example]) -> EncodedSplit:
+        """Examples encoded and windowed exactly as in training."""
         window, stride = window_settings(
             self.recipe.trainer.window, self.recipe.trainer.stride, self.model.encoder.max_chars
         )
-        encode = partial(self.task.encode, encoder=self.model.encoder)
-        split = encode_split([Example(text) for text in texts], encode, window, stride)
-        spans, _, _ = predict_spans(self.model, self.task, split, batch_size, self.device)
+        return encode_split(examples, partial(self.task.encode, encoder=self.model.encoder), window, stride)
+
+    def predict_spans(self, texts: Sequence[str], batch_size: int = 64) -> list[list[Span]]:
+        """Entities of each text as `Span`s, in input order; offsets index the text exactly.
+
+        Texts are batched by length and texts longer than the encoder's window are windowed,
+        as in training."""
+        spans, _, _ = predict_spans(self.model, self.task, self.encode([Example(t) for t in texts]), batch_size, self.device)
         return spans
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[list[dict[str, Any]]]:
+        """Entities of each text, in input order: `{"type", "text", "start", "end"}` records
+        whose `start`/`end` are character offsets into the text (`text[start:end]`)."""
+        if isinstance(texts, str):
+            raise TypeError("predict takes a list of texts; wrap a single text in a list")
+        return [entity_records(t, s) for t, s in zip(texts, self.predict_spans(texts, batch_size))]
+
+    def evaluate(self, examples: list[Example], batch_size: int = 64) -> dict[str, Any]:
+        """Scores on labelled examples, as a run's evaluation record (scores, loss, timings)."""
+        return evaluate_split(self.model, self.task, self.encode(examples), batch_size, self.device)
+
+
+def evaluate_split(
+    model: TaggingModel,
+    task: Task,
+    split: EncodedSplit,
+    batch_size: int,
+    device: torch.device,
+    amp: torch.dtype | None = None,
+) -> dict[str, Any]:
+    """Loss, exact-span scores on the whole texts, and valid timings of one labelled split."""
+    synchronize(device)
+    start = time.perf_counter()
+    predicted, loss, batches = predict_spans(model, task, split, batch_size, device, amp)
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    scores = score_spans([e.spans or [] for e in split.examples], predicted, task.entity_types)
+    return {
+        "dev_loss": loss,
+        "scores": scores.to_dict(),
+        "scoring": getattr(task.config, "scoring", "strict"),
+        "speed": {"valid_step_time": elapsed / max(batches, 1), "valid_epoch_time": elapsed},
+    }
+
+
+def entity_records(text: str, spans: Sequence[Span]) -> list[dict[str, Any]]:
+    """JSON-ready entities of one text."""
+    return [{"type": s.label, "text": text[s.start : s.end], "start": s.start, "end": s.end} for s in spans]
 
 
 def load_model(directory: str | Path, registry: Registry, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild a model folder written by `save_model`; needs no training data and no network."""
+    """Rebuild a model folder written by `save_model` (or the `model/` of a run folder); needs
+    no training data and no network."""
     directory = Path(directory)
+    if (directory / "model" / WEIGHTS).is_file():
+        directory = directory / "model"
     if not (directory / WEIGHTS).is_file():
-        raise NlpfwError(f"{directory}: not a model folder (no {WEIGHTS})")
+        raise NlpfwError(f"{directory}: not a run folder or a model folder (no {WEIGHTS} in it or in model/)")
     recipe = load_recipe(directory / "recipe.toml", registry)
     labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
     task = recipe.task.component.cls(recipe.task.config, labels["entity_types"])
@@ -166,4 +214,4 @@ def load_model(directory: str | Path, registry: Registry, device: str | torch.de
     safetensors.torch.load_model(model, str(directory / WEIGHTS), device="cpu")
     device = torch.device(device)
     model.to(device).eval()
-    return LoadedModel(recipe, task, model, device)
+    return LoadedModel(recipe, task, model, device, directory)

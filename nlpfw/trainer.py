@@ -30,8 +30,7 @@ from transformers import get_linear_schedule_with_warmup
 from nlpfw.corpus import EncodedSplit
 from nlpfw.device import autocast, synchronize
 from nlpfw.interfaces import Task
-from nlpfw.metrics import score_spans
-from nlpfw.model import TaggingModel, predict_spans
+from nlpfw.model import TaggingModel, evaluate_split
 from nlpfw.recipe import TrainerConfig
 
 
@@ -189,18 +188,5 @@ class Trainer:
         )  # fmt: skip
 
     def evaluate(self, dev: EncodedSplit) -> dict[str, Any]:
-        """Dev loss, strict span scores and valid timings, scored on the whole original texts."""
-        synchronize(self.device)
-        start = time.perf_counter()
-        predicted, loss, batches = predict_spans(
-            self.model, self.task, dev, self.config.eval_batch_size, self.device, self.amp
-        )
-        synchronize(self.device)
-        valid_time = time.perf_counter() - start
-        scores = score_spans([e.spans or [] for e in dev.examples], predicted, self.task.entity_types)
-        return {
-            "dev_loss": loss,
-            "scores": scores.to_dict(),
-            "scoring": getattr(self.task.config, "scoring", "strict"),
-            "speed": {"valid_step_time": valid_time / max(batches, 1), "valid_epoch_time": valid_time},
-        }
+        """Dev loss, exact-span scores and valid timings, scored on the whole original texts."""
+        return evaluate_split(self.model, self.task, dev, self.config.eval_batch_size, self.device, self.amp)

@@ -89,7 +89,7 @@ def test_saved_model_reproduces_the_reported_scores_without_the_data(crf_run, re
     dev = Cluener(CluenerConfig(limit=160), data_root).load("dev")
     monkeypatch.setenv("NLPFW_DATA_ROOT", str(tmp_path / "nothing-here"))
     loaded = load_model(output / "model", registry)
-    predicted = loaded.predict([e.text for e in dev])
+    predicted = loaded.predict_spans([e.text for e in dev])
     scores = score_spans([e.spans for e in dev], predicted, loaded.task.entity_types)
     assert scores.overall.f1 == report["best"]["scores"]["overall"]["f1"]
     assert scores.overall.tp == report["best"]["scores"]["overall"]["tp"]
@@ -182,7 +182,7 @@ def test_a_plugin_loaded_in_a_test_is_listed_and_trains_from_a_recipe(tmp_path, 
     loaded = load_model(output / "model", build_registry(get_plugin_manager(load_entrypoints=False, modules=["charplugin"])))
     report = json.loads((output / "report.json").read_text(encoding="utf-8"))
     dev = Cluener(CluenerConfig(limit=160), data_root).load("dev")
-    scores = score_spans([e.spans for e in dev], loaded.predict([e.text for e in dev]))
+    scores = score_spans([e.spans for e in dev], loaded.predict_spans([e.text for e in dev]))
     assert scores.overall.f1 == report["best"]["scores"]["overall"]["f1"]
 
 
@@ -208,10 +208,10 @@ def test_texts_longer_than_the_window_are_windowed_in_training_evaluation_and_pr
     assert data["train_windowed"] > 250 and data["train_windows"] > data["train_examples"] == 400
     dev = Cluener(CluenerConfig(limit=400), data_root).load("dev")
     loaded = load_model(output / "model", registry)
-    predicted = loaded.predict([e.text for e in dev])
+    predicted = loaded.predict_spans([e.text for e in dev])
     # dev is scored on whole texts: the reloaded model windows the same way and gets the same F1
     f1 = report["best"]["scores"]["overall"]["f1"]
     assert f1 > 0.05 and score_spans([e.spans for e in dev], predicted).overall.f1 == f1
     long = "".join(e.text for e in dev[:60])  # about 2,500 characters in one text
-    [spans] = loaded.predict([long])
+    [spans] = loaded.predict_spans([long])
     assert all(0 <= s.start < s.end <= len(long) for s in spans) and len(set(spans)) == len(spans)
