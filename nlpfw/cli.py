@@ -121,6 +121,132 @@ def run(
     )
 
 
+def _load(ctx: click.Context, run_dir: Path, device: str) -> tuple[Any, Any]:
+    from nlpfw.device import resolve_device
+    from nlpfw.model import load_model
+
+    _quiet_transformers()
+    _, registry = _plugins(ctx)
+    return load_model(run_dir, registry, resolve_device(device)), registry
+
+
+def _split_examples(model: Any, split: str) -> tuple[list[Any], Any]:
+    """A split of the dataset the model was trained on, and the dataset (for its reference)."""
+    from nlpfw.data import data_root
+
+    section = model.recipe.dataset
+    dataset = section.component.cls(section.config, data_root())
+    if split not in dataset.splits():
+        raise NlpfwError(f"--split: {section.type} has no split {split!r}; splits: {', '.join(dataset.splits())}")
+    return dataset.load(split), dataset
+
+
+RUN_DIR = click.argument("run_dir", type=click.Path(path_type=Path))
+DEVICE = click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
+BATCH = click.option("--batch-size", default=64, show_default=True, help="Texts per batch (sorted by length).")
+
+
+@cli.command()
+@RUN_DIR
+@click.option("--split", default=None, help="A split of the model's dataset (default: dev).")
+@click.option("--data", "data_file", type=click.Path(path_type=Path), default=None,
+              help="A labelled file instead: JSON lines (.json/.jsonl) or CoNLL (anything else).")  # fmt: skip
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Also write the scores as JSON.")
+@DEVICE
+@BATCH
+@click.pass_context
+@user_errors
+def evaluate(
+    ctx: click.Context, run_dir: Path, split: str | None, data_file: Path | None,
+    output: Path | None, device: str, batch_size: int,
+) -> None:  # fmt: skip
+    """Score a trained model on labelled data and print the result tables."""
+    from nlpfw import io
+    from nlpfw.predict import labelled_file
+    from nlpfw.report import result_tables
+
+    if split and data_file:
+        raise NlpfwError("give --split or --data, not both")
+    model, registry = _load(ctx, run_dir, device)
+    reference = None
+    if data_file is not None:
+        examples, source = labelled_file(model, data_file, registry), str(data_file)
+    else:
+        examples, dataset = _split_examples(model, split or "dev")
+        reference, source = dataset.reference(), f"{model.recipe.dataset.type} {split or 'dev'}"
+    if not any(e.spans is not None for e in examples):
+        raise NlpfwError(f"{source} has no labelled texts to score; use `nlpfw predict` for unlabelled ones")
+    record = model.evaluate(examples, batch_size)
+    record["device"] = str(model.device)
+    console = Console()
+    scores = record["scores"]["overall"]
+    console.print(f"[bold]{source}[/]: {len(examples):,} texts, F1 {scores['f1']:.4f} "
+                  f"(precision {scores['precision']:.4f}, recall {scores['recall']:.4f})")  # fmt: skip
+    for table in result_tables(record, model.task.entity_types, reference):
+        console.print(table)
+    if output is not None:
+        io.write_json(output, {"source": source, "texts": len(examples), **record})
+
+
+@cli.command()
+@RUN_DIR
+@click.argument("texts", nargs=-1)
+@click.option("--input", "input_file", type=click.Path(path_type=Path), default=None,
+              help="Texts to tag: plain lines, or JSON lines with \"text\" (and \"id\").")  # fmt: skip
+@click.option("--format", "form", type=click.Choice(["auto", "text", "jsonl"]), default="auto", show_default=True,
+              help="Form of --input; auto: JSON lines for .json/.jsonl, else plain lines.")  # fmt: skip
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Write JSON lines here (default: print them).")  # fmt: skip
+@click.option("--cluener-submission", is_flag=True,
+              help="Write the CLUENER2020 leaderboard file for --split (default test) of the model's dataset.")  # fmt: skip
+@click.option("--split", default=None, help="Predict a split of the model's dataset.")
+@DEVICE
+@BATCH
+@click.pass_context
+@user_errors
+def predict(
+    ctx: click.Context, run_dir: Path, texts: tuple[str, ...], input_file: Path | None, form: str,
+    output: Path | None, cluener_submission: bool, split: str | None, device: str, batch_size: int,
+) -> None:  # fmt: skip
+    """Tag texts with a trained model: JSON lines of entities with character offsets."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from nlpfw import io
+    from nlpfw.predict import cluener_submission as submission_lines
+    from nlpfw.predict import predict_records, read_inputs
+
+    sources = sum(bool(x) for x in (texts, input_file, split or cluener_submission))
+    if sources != 1:
+        raise NlpfwError("give texts, --input FILE, or --split/--cluener-submission (exactly one of them)")
+    model, _ = _load(ctx, run_dir, device)
+    examples = None
+    if input_file is not None:
+        records = read_inputs(input_file, form)
+    elif texts:
+        records = [{"text": t} for t in texts]
+    else:
+        examples, _ = _split_examples(model, split or "test")
+        records = [{"id": e.id, "text": e.text} for e in examples]
+    console = Console(stderr=True)
+    with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, disable=len(records) <= 2048) as progress:  # fmt: skip
+        bar = progress.add_task("predict", total=len(records))
+        results = list(predict_records(model, records, batch_size, lambda n: progress.advance(bar, n)))
+    if cluener_submission:
+        lines = list(submission_lines(examples, [r["entities"] for r in results]))
+        target = output or Path("cluener_predict.json")
+        io.write_text(target, "".join(f"{line}\n" for line in lines))
+        console.print(f"Wrote {len(lines):,} lines to {target} (the CLUENER2020 leaderboard format)")
+        return
+    lines = [json.dumps(r, ensure_ascii=False) for r in results]
+    if output is None:
+        click.echo("\n".join(lines))
+    else:
+        io.write_text(output, "".join(f"{line}\n" for line in lines))
+        entities = sum(len(r["entities"]) for r in results)
+        console.print(f"Wrote {len(lines):,} texts, {entities:,} entities to {output}")
+
+
 @cli.command("list-plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
