@@ -91,28 +91,47 @@ def validate(ctx: click.Context, recipes: tuple[Path, ...], overrides: tuple[str
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --output.")
 @click.option("--no-cache", is_flag=True,
               help="Read and encode the corpus afresh, without the tokenised-corpus cache.")  # fmt: skip
+@click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[RUN_DIR]",
+              help="Continue an interrupted run from its checkpoint: RUN_DIR, or alone the "
+                   "newest runs/<recipe>-* folder.")  # fmt: skip
 @click.pass_context
 @user_errors
 def run(
-    ctx: click.Context, recipe: Path, overrides: tuple[str, ...], output: Path | None, overwrite: bool, no_cache: bool
-) -> None:
+    ctx: click.Context, recipe: Path, overrides: tuple[str, ...], output: Path | None, overwrite: bool,
+    no_cache: bool, resume: str | None,
+) -> None:  # fmt: skip
     """Train the model a recipe describes."""
     from nlpfw.recipe import load_recipe
 
     pm, registry = _plugins(ctx)
     loaded = load_recipe(recipe, registry, overrides)
 
-    from nlpfw.runner import default_output_dir, prepare_output_dir
+    from nlpfw.runner import default_output_dir, latest_run, prepare_output_dir
     from nlpfw.runner import run as run_recipe
+    from nlpfw.trainer import Interrupted
 
     _quiet_transformers()
-    folder = prepare_output_dir(output or default_output_dir(loaded.name), overwrite)
     console = Console()
+    if resume is not None:
+        folder = latest_run(loaded.name) if resume == "latest" else Path(resume)
+        saved = load_recipe(folder / "recipe.toml", registry)
+        if saved.to_dict() != loaded.to_dict():
+            console.print(f"[yellow]Note:[/] resuming with the run's own recipe, {folder / 'recipe.toml'}; "
+                          f"{recipe} (with --set) differs from it")  # fmt: skip
+        loaded = saved
+    else:
+        folder = prepare_output_dir(output or default_output_dir(loaded.name), overwrite)
     console.print(f"Run folder: [bold]{folder}[/]")
     try:
-        history = run_recipe(loaded, folder, registry, pm, console, use_cache=not no_cache)
+        history = run_recipe(loaded, folder, registry, pm, console, use_cache=not no_cache, resume=resume is not None)
+    except Interrupted as stop:
+        where = f"epoch {stop.position.epoch}, batch {stop.position.batch}, step {stop.position.step}"
+        console.print(f"[red]Interrupted[/] at {where}; the checkpoint is in {folder / 'checkpoint'}.\n"
+                      f"Resume with: nlpfw run {recipe} --resume {folder}")  # fmt: skip
+        sys.exit(130)
     except KeyboardInterrupt:
-        console.print(f"[red]Interrupted.[/] The run folder {folder} keeps the best model saved so far.")
+        console.print(f"[red]Interrupted.[/] {folder} keeps the best model and the last checkpoint saved so far; "
+                      f"resume with: nlpfw run {recipe} --resume {folder}")  # fmt: skip
         sys.exit(130)
     best = history.best  # the runner always evaluates at least once
     console.print(

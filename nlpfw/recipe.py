@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import Field, ValidationError, model_validator
@@ -47,6 +47,12 @@ class TrainerConfig(Config):
         default=None, ge=1, description="stop after this many evaluations without a better F1"
     )
     log_every: int = Field(default=20, ge=1, description="steps between loss read-outs")
+    checkpoint_every: int | None = Field(
+        default=500, ge=1, description="optimizer steps between checkpoints (also at each epoch end)"
+    )
+    on_nan: Literal["stop", "skip"] = Field(
+        default="stop", description="a NaN or infinite loss stops the run, or its batch is skipped"
+    )
     window: int | None = Field(
         default=None, ge=2, description="characters per window (default: the encoder's limit)"
     )

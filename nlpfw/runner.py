@@ -9,6 +9,7 @@ A run folder holds:
     report.json      the best evaluation, the data summary and the published reference
     report.txt       the three result tables of the best evaluation
     model/           the self-contained model (see nlpfw.model)
+    checkpoint/      the latest training state, to resume from (see nlpfw.checkpoint)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from nlpfw import __version__, io
+from nlpfw import __version__, checkpoint, io
 from nlpfw.cache import Corpus, prepare_corpus
 from nlpfw.corpus import window_settings
 from nlpfw.data import data_root as default_data_root
@@ -45,6 +46,14 @@ def default_output_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
+
+
+def latest_run(recipe_name: str, root: Path = Path("runs")) -> Path:
+    """The newest `runs/<recipe>-*` folder that holds a checkpoint."""
+    runs = [p for p in root.glob(f"{recipe_name}-*") if checkpoint.find(p) is not None]
+    if not runs:
+        raise RunDirError(f"--resume: no run of {recipe_name!r} with a checkpoint in {root}/; give the run folder")
+    return max(runs, key=lambda p: checkpoint.find(p).stat().st_mtime)  # type: ignore[union-attr]
 
 
 def prepare_output_dir(path: Path, overwrite: bool) -> Path:
@@ -87,8 +96,12 @@ def run(
     console: Console,
     data_root: Path | None = None,
     use_cache: bool = True,
+    resume: bool = False,
 ) -> History:
-    """Train the recipe and write the run folder; return the evaluation history."""
+    """Train the recipe and write the run folder; return the evaluation history.
+
+    With `resume`, continue the run in `output_dir` from its checkpoint."""
+    saved = checkpoint.load(output_dir) if resume else None
     data_root = data_root or default_data_root()
     device = resolve_device(recipe.trainer.device)
     amp = amp_dtype(device, recipe.trainer.amp)
@@ -154,7 +167,11 @@ def run(
             console.print(table)
 
     trainer = Trainer(model, task, recipe.trainer, device, amp, console)
-    history = trainer.fit(train, dev, on_epoch)
+    if saved is not None:
+        position = saved.position
+        console.print(f"Resuming from {checkpoint.find(output_dir)}: epoch {position.epoch}, "
+                      f"batch {position.batch}, step {position.step}")  # fmt: skip
+    history = trainer.fit(train, dev, on_epoch, output_dir, saved)
 
     best = history.best
     assert best is not None

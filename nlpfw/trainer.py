@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +30,10 @@ from rich.progress import (
 from rich.text import Text
 from transformers import get_linear_schedule_with_warmup
 
+from nlpfw import checkpoint
 from nlpfw.corpus import EncodedSplit
 from nlpfw.device import autocast, synchronize
+from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Task
 from nlpfw.model import TaggingModel, evaluate_split
 from nlpfw.recipe import TrainerConfig
@@ -43,6 +48,47 @@ def set_seed(seed: int) -> None:
 class SpeedColumn(ProgressColumn):
     def render(self, task: Any) -> Text:
         return Text(f"{task.speed:.2f} steps/s" if task.speed else "- steps/s", style="cyan")
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training; a checkpoint was written."""
+
+    def __init__(self, run_dir: Path, position: checkpoint.Position):
+        super().__init__(f"interrupted at epoch {position.epoch}, batch {position.batch}")
+        self.run_dir = run_dir
+        self.position = position
+
+
+class _StopOnInterrupt:
+    """While training, the first Ctrl-C asks to stop at the next optimizer step (where a
+    checkpoint is exact); a second one stops at once."""
+
+    pending = False  # a Ctrl-C came while an epoch was being evaluated
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.requested = False
+
+    def __enter__(self) -> _StopOnInterrupt:
+        _StopOnInterrupt.pending = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.console.print("[yellow]Stopping after this step[/] to save a checkpoint (Ctrl-C again to quit at once)")
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        _StopOnInterrupt.pending = self.requested
+
+
+class NonFiniteLoss(NlpfwError):
+    """The training loss became NaN or infinite."""
 
 
 @dataclass
@@ -71,114 +117,199 @@ class Trainer:
         self.amp = amp
         self.console = console
 
-    def fit(self, train: EncodedSplit, dev: EncodedSplit, on_epoch: Callable[[History], None]) -> History:
+    def fit(
+        self,
+        train: EncodedSplit,
+        dev: EncodedSplit,
+        on_epoch: Callable[[History], None],
+        run_dir: Path | None = None,
+        resume: checkpoint.Checkpoint | None = None,
+    ) -> History:
         """Train; after each epoch evaluate on dev and call `on_epoch(history)`.
 
         The newest record is `history.epochs[-1]`; its `best` is true when it is the new best.
+        With `run_dir`, checkpoints are written there every `checkpoint_every` steps, at each
+        epoch end and on Ctrl-C; `resume` continues from one exactly where it stopped.
         """
         cfg = self.config
         set_seed(cfg.seed)
-        generator = torch.Generator().manual_seed(cfg.seed)
+        self.run_dir = run_dir
+        self.generator = torch.Generator().manual_seed(cfg.seed)
         loader = torch.utils.data.DataLoader(
-            train, batch_size=cfg.batch_size, shuffle=True, generator=generator, collate_fn=self.task.collate
+            train, batch_size=cfg.batch_size, shuffle=True, generator=self.generator, collate_fn=self.task.collate
         )
         steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum_steps)
         total_steps = steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
-        optimizer = torch.optim.AdamW(
+        self.optimizer = torch.optim.AdamW(
             self.model.param_groups(cfg.lr, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_epsilon
         )
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        history = History()
-        step, stale = 0, 0
-        for epoch in range(1, cfg.epochs + 1):
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(cfg.warmup_ratio * total_steps), total_steps
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.history = History()
+        self.position = checkpoint.Position()
+        if resume is not None:
+            self._restore(resume)
+        history, position = self.history, self.position
+        while position.epoch <= cfg.epochs:
+            epoch = position.epoch
+            if position.batch == 0:
+                self.epoch_start_rng = self.generator.get_state()
+            steps_before = position.step - position.batch // cfg.grad_accum_steps
             batches = len(loader)
             if cfg.max_steps is not None:
-                batches = min(batches, (cfg.max_steps - step) * cfg.grad_accum_steps)
+                batches = min(batches, (cfg.max_steps - steps_before) * cfg.grad_accum_steps)
             synchronize(self.device)
             start = time.perf_counter()
-            train_loss, steps = self._train_epoch(
-                loader, batches, f"epoch {epoch}/{cfg.epochs}", optimizer, scheduler, scaler
-            )
-            step += steps
+            train_loss = self._train_epoch(loader, batches, f"epoch {epoch}/{cfg.epochs}")
             synchronize(self.device)
             train_time = time.perf_counter() - start
             record = self.evaluate(dev)
-            record.update(
-                epoch=epoch,
-                step=step,
-                train_loss=train_loss,
-                lr=scheduler.get_last_lr()[0],
-            )
-            record["speed"].update(
-                train_step_time=train_time / max(batches, 1), train_epoch_time=train_time
-            )
+            record.update(epoch=epoch, step=position.step, train_loss=train_loss, lr=self.scheduler.get_last_lr()[0])
+            record["speed"].update(train_step_time=train_time / max(batches, 1), train_epoch_time=train_time)
             f1 = record["scores"]["overall"]["f1"]
             improved = history.best is None or f1 > history.best["scores"]["overall"]["f1"]
             record["best"] = improved
             history.epochs.append(record)
             if improved:
-                history.best, stale = record, 0
+                history.best, position.stale = record, 0
             else:
-                stale += 1
+                position.stale += 1
             on_epoch(history)
-            if cfg.max_steps is not None and step >= cfg.max_steps:
+            position.epoch, position.batch, position.epoch_loss = epoch + 1, 0, 0.0
+            self.epoch_start_rng = self.generator.get_state()
+            self._checkpoint(self._snapshot())
+            if _StopOnInterrupt.pending:
+                raise Interrupted(self.run_dir, position)
+            if cfg.max_steps is not None and position.step >= cfg.max_steps:
                 break
-            if cfg.patience is not None and stale >= cfg.patience:
+            if cfg.patience is not None and position.stale >= cfg.patience:
                 history.stopped_early = True
                 self.console.print(
-                    f"[yellow]Early stop:[/] no better dev F1 in {stale} evaluations "
+                    f"[yellow]Early stop:[/] no better dev F1 in {position.stale} evaluations "
                     f"(best {history.best['scores']['overall']['f1']:.4f} at epoch {history.best['epoch']})"
                 )
                 break
         return history
 
-    def _train_epoch(
-        self,
-        loader: torch.utils.data.DataLoader,
-        batches: int,
-        description: str,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        scaler: torch.amp.GradScaler,
-    ) -> tuple[float, int]:
-        """Train on the first `batches` batches; return the mean batch loss and the optimizer steps."""
-        cfg = self.config
+    def _train_epoch(self, loader: torch.utils.data.DataLoader, batches: int, description: str) -> float:
+        """Train up to batch `batches` of the epoch, from `position.batch`; return the mean batch loss."""
+        cfg, position = self.config, self.position
         self.model.train()
+        if position.batch:
+            self.generator.set_state(self.epoch_start_rng)  # the same shuffle as before the stop
+        self.first_step = position.step - position.batch // cfg.grad_accum_steps  # steps before this epoch
         progress = self._progress()
-        bar = progress.add_task(description, total=batches, loss="-")
-        running = torch.zeros((), device=self.device)
-        seen, total_loss, steps = 0, 0.0, 0
-        with progress:
+        bar = progress.add_task(description, total=batches, loss="-", completed=position.batch)
+        running = torch.full((), position.running, device=self.device)
+        first_bad = torch.full((), -1, device=self.device)  # index of the first non-finite loss
+        with progress, _StopOnInterrupt(self.console) as interrupt:
             for index, batch in enumerate(loader):
                 if index >= batches:
                     break
+                if index < position.batch:
+                    continue  # trained before the stop
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 with autocast(self.device, self.amp):
                     loss = self.model(batch)
-                scaler.scale(loss / cfg.grad_accum_steps).backward()
-                running += loss.detach().float()
-                seen += 1
-                if (index + 1) % cfg.grad_accum_steps == 0 or index + 1 == batches:
-                    scaler.unscale_(optimizer)
-                    if cfg.max_grad_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    steps += 1
-                if seen == cfg.log_every or index + 1 == batches:
-                    # the only host-device sync in the loop, once every log_every batches
-                    logged = running.item()
-                    total_loss += logged
-                    progress.update(bar, loss=f"{logged / seen:.4f}")
-                    running.zero_()
-                    seen = 0
+                if not self._skip(loss, index, first_bad):
+                    self.scaler.scale(loss / cfg.grad_accum_steps).backward()
+                    running += loss.detach().float()
+                position.seen += 1
                 progress.advance(bar)
-        return total_loss / max(batches, 1), steps
+                boundary = (index + 1) % cfg.grad_accum_steps == 0 or index + 1 == batches
+                if boundary:
+                    self._step()
+                    position.step += 1
+                    position.batch = index + 1
+                if position.seen == cfg.log_every or index + 1 == batches:
+                    self._read_out(running, first_bad, progress, bar)
+                if boundary and index + 1 < batches:
+                    periodic = cfg.checkpoint_every is not None and position.step % cfg.checkpoint_every == 0
+                    if periodic or interrupt.requested:
+                        self._check_finite(first_bad)
+                        self._checkpoint(self._snapshot(running))
+                    if interrupt.requested:
+                        raise Interrupted(self.run_dir, position)
+        self._check_finite(first_bad)
+        return position.epoch_loss / max(batches, 1)
+
+    def _skip(self, loss: torch.Tensor, index: int, first_bad: torch.Tensor) -> bool:
+        """Note a NaN or infinite loss; under on_nan = "skip", say whether to leave the batch out."""
+        if self.config.on_nan == "skip":  # needs the value now: one sync per batch
+            if torch.isfinite(loss).item():
+                return False
+            self.console.print(
+                f"[yellow]Skipped[/] batch {index + 1} of epoch {self.position.epoch}: the loss is {loss.item()}"
+            )
+            return True
+        first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), index, first_bad))
+        return False
+
+    def _check_finite(self, first_bad: torch.Tensor) -> None:
+        bad = int(first_bad.item())
+        if bad < 0:
+            return
+        kept = checkpoint.find(self.run_dir) if self.run_dir is not None else None
+        step = self.first_step + bad // self.config.grad_accum_steps + 1
+        raise NonFiniteLoss(
+            f"the training loss became NaN or infinite at step {step} (epoch {self.position.epoch}, "
+            f"batch {bad + 1}); the run stopped. "
+            f"{f'The last good checkpoint, {kept}, is kept. ' if kept else ''}"
+            'Lower the learning rate, or set trainer.on_nan = "skip" to leave such batches out.'
+        )
+
+    def _step(self) -> None:
+        cfg = self.config
+        self.scaler.unscale_(self.optimizer)
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _read_out(self, running: torch.Tensor, first_bad: torch.Tensor, progress: Progress, bar: Any) -> None:
+        """Move the running loss into the epoch's sum and show it: the loop's one host-device sync."""
+        position = self.position
+        logged, bad = torch.stack([running, first_bad.to(running.dtype)]).tolist()
+        if bad >= 0:
+            self._check_finite(first_bad)
+        position.epoch_loss += logged
+        progress.update(bar, loss=f"{logged / max(position.seen, 1):.4f}")
+        running.zero_()
+        position.seen = 0
+
+    def _snapshot(self, running: torch.Tensor | None = None) -> checkpoint.Checkpoint:
+        """The training state now (between optimizer steps), ready to write."""
+        position = checkpoint.Position(**vars(self.position))
+        position.running = running.item() if running is not None and position.seen else 0.0
+        return checkpoint.Checkpoint(
+            position=position,
+            rng=checkpoint.RandomState.capture(self.epoch_start_rng),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            history=asdict(self.history),
+        )
+
+    def _checkpoint(self, snapshot: checkpoint.Checkpoint) -> None:
+        if self.run_dir is not None:
+            checkpoint.save(self.run_dir, self.model, snapshot)
+
+    def _restore(self, saved: checkpoint.Checkpoint) -> None:
+        checkpoint.load_weights(self.model, saved)
+        self.optimizer.load_state_dict(saved.optimizer)
+        self.scheduler.load_state_dict(saved.scheduler)
+        self.scaler.load_state_dict(saved.scaler)
+        self.history = History(**saved.history)
+        self.position = saved.position
+        self.epoch_start_rng = saved.rng.loader
+        self.generator.set_state(saved.rng.loader)
+        saved.rng.restore()
 
     def _progress(self) -> Progress:
         return Progress(
