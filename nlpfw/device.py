@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -69,6 +71,22 @@ def available_cpus() -> int:
     except (OSError, ValueError):
         pass
     return cores
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed blocks of up to 32 MB for reuse instead of returning them to the
+    system: a training step frees and reallocates the same large buffers (weight casts,
+    gradients, activations), and mapping them afresh costs a page fault every 4 KB, which
+    made a bert-base step on 2 cores about 20% slower. The process keeps its peak memory.
+    Returns whether it applied (glibc only)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mmap_threshold, trim_threshold = -3, -1  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD (malloc.h)
+        return bool(libc.mallopt(mmap_threshold, 32 << 20) and libc.mallopt(trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
 
 
 def set_cpu_threads() -> int:

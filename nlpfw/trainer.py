@@ -32,7 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from nlpfw import checkpoint
 from nlpfw.corpus import EncodedSplit
-from nlpfw.device import autocast, set_cpu_threads, synchronize
+from nlpfw.device import autocast, keep_freed_memory, set_cpu_threads, synchronize
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Task
 from nlpfw.model import TaggingModel, evaluate_split
@@ -122,6 +122,7 @@ class Trainer:
         self.console = console
         if device.type == "cpu":
             set_cpu_threads()
+            keep_freed_memory()
         if config.compile:
             model.encoder.compile(dynamic=True)  # in place: parameter names (and checkpoints) unchanged
         if hasattr(model.decoder, "constrain"):
