@@ -6,7 +6,7 @@ same steps as the trainer runs them, and divides; the practical limit is one 204
 (bf16 where the CPU has bf16 matrix units, else float32). From the step time it extrapolates
 a full CLUENER epoch (10,748 texts, 448 batches of 24): a fraction of the epoch is timed.
 
-    flock /tmp/nlpfw-cpu.lock .venv/bin/python benchmarks/flops.py [--steps 10]
+    flock /tmp/nlpfw-cpu.lock .venv/bin/python benchmarks/flops.py [--steps 10] [--profile]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="also show where 3 steps spend their time")
     args = parser.parse_args()
     _common.header("achieved training FLOP/s vs a plain matmul (bert-base + CRF, batch 24, CLUENER)")
     keep_freed_memory()
@@ -66,6 +67,13 @@ def main() -> None:
             step(batch)
         flops += counter.get_total_flops()
     achieved = flops / seconds
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for batch in batches[args.warmup : args.warmup + 3]:
+                step(batch)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=36))
     limit = _common.matmul_rate(limit_dtype, 2048)
     per_step = seconds / args.steps
     epoch_batches = math.ceil(len(train) / 24)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchcrf import CRF
 
-from nlpfw_plugins.crf import CrfConfig, CrfDecoder, viterbi
+from nlpfw_plugins.crf import CrfConfig, CrfDecoder, log_likelihood, viterbi
 
 
 def random_case(generator: torch.Generator, num_tags: int, dtype: torch.dtype, ties: bool = False):
@@ -115,3 +115,32 @@ def test_viterbi_exports_to_onnx_with_a_dynamic_length(tmp_path):
         (tags,) = session.run(None, {"emissions": emissions.numpy(), "mask": mask.numpy()})
         with torch.no_grad():
             np.testing.assert_array_equal(tags, module(emissions, mask).numpy())
+
+
+@pytest.mark.parametrize("num_tags", [1, 2, 7, 21, 41])
+def test_log_likelihood_equals_pytorch_crfs_with_its_gradients(num_tags):
+    generator = torch.Generator().manual_seed(num_tags)
+    for _ in range(5):
+        crf, emissions, mask = random_case(generator, num_tags, torch.float32)
+        with torch.no_grad():  # the spread a trained CRF can reach, and more
+            crf.transitions.mul_(8)
+        emissions.requires_grad_(True)
+        tags = torch.randint(0, num_tags, mask.shape, generator=generator)
+        expected = crf(emissions, tags, mask=mask, reduction="none")
+        ours = log_likelihood(crf, emissions, tags, mask)
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-4)
+        params = [emissions, crf.transitions, crf.start_transitions, crf.end_transitions]
+        for a, b in zip(torch.autograd.grad(expected.mean(), params), torch.autograd.grad(ours.mean(), params)):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=5e-5)  # pytorch-crf sums in float32
+
+
+def test_log_likelihood_survives_scores_hundreds_apart():
+    crf = CRF(5, batch_first=True)
+    with torch.no_grad():
+        crf.transitions.copy_(torch.tensor([[0.0, -300, -300, -300, -300]] * 5))
+    emissions = torch.randn(3, 30, 5) * 50
+    tags = torch.zeros(3, 30, dtype=torch.long)
+    mask = torch.ones(3, 30, dtype=torch.bool)
+    ours = log_likelihood(crf, emissions, tags, mask)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, crf(emissions, tags, mask=mask, reduction="none"), rtol=1e-5, atol=1e-3)
