@@ -266,6 +266,24 @@ def predict(
         console.print(f"Wrote {len(lines):,} texts, {entities:,} entities to {output}")
 
 
+@cli.command()
+@RUN_DIR
+@click.option("--onnx", "onnx_out", type=click.Path(path_type=Path), required=True,
+              help="Write the ONNX graph here (and its labels beside it, in OUT.json).")  # fmt: skip
+@click.pass_context
+@user_errors
+def export(ctx: click.Context, run_dir: Path, onnx_out: Path) -> None:
+    """Export a trained model, encoder and decoder (CRF included), to one ONNX graph."""
+    from nlpfw.export import export_onnx
+
+    _quiet_transformers()
+    _, registry = _plugins(ctx)
+    out = export_onnx(run_dir, onnx_out, registry)
+    size = out.stat().st_size / 2**20
+    click.echo(f"Wrote {out} ({size:.1f} MiB; inputs input_ids, mask; output tags) and {out.name}.json (labels); "
+               "onnxruntime gave the model's own tags on a check batch")  # fmt: skip
+
+
 @cli.command("list-plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
