@@ -101,6 +101,7 @@ def run(
     no_cache: bool, resume: str | None,
 ) -> None:  # fmt: skip
     """Train the model a recipe describes."""
+    from nlpfw import checkpoint
     from nlpfw.recipe import load_recipe
 
     pm, registry = _plugins(ctx)
@@ -114,6 +115,7 @@ def run(
     console = Console()
     if resume is not None:
         folder = latest_run(loaded.name) if resume == "latest" else Path(resume)
+        checkpoint.require(folder)
         saved = load_recipe(folder / "recipe.toml", registry)
         if saved.to_dict() != loaded.to_dict():
             console.print(f"[yellow]Note:[/] resuming with the run's own recipe, {folder / 'recipe.toml'}; "

@@ -205,6 +205,7 @@ class Trainer:
         progress = self._progress()
         bar = progress.add_task(description, total=batches, loss="-", completed=position.batch)
         running = torch.full((), position.running, device=self.device)
+        position.running = 0.0  # the tensor holds it from here (a resumed epoch starts with the saved sum)
         first_bad = torch.full((), -1, device=self.device)  # index of the first non-finite loss
         with progress, _StopOnInterrupt(self.console) as interrupt:
             for index, batch in enumerate(loader):
