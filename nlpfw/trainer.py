@@ -10,7 +10,8 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,34 @@ class _StopOnInterrupt:
 
 class NonFiniteLoss(NlpfwError):
     """The training loss became NaN or infinite."""
+
+
+class OutOfMemory(NlpfwError):
+    """A batch did not fit in the device's memory."""
+
+
+@contextmanager
+def out_of_memory(
+    batch: dict[str, torch.Tensor] | None, key: str, size: int, epoch: int, index: int | None = None
+) -> Iterator[None]:
+    """Turn the device running out of memory (CUDA, MPS or the CPU allocator) into an
+    `OutOfMemory` that names the batch and the recipe key to lower."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not isinstance(error, torch.OutOfMemoryError) and "out of memory" not in str(error).lower() and (
+            "can't allocate memory" not in str(error)
+        ):
+            raise
+        where = f"batch {index} of epoch {epoch}" if index is not None else f"evaluating epoch {epoch}"
+        shape = f", {tuple(batch['input_ids'].shape)} [texts, characters]" if batch else ""
+        smaller = max(size // 2, 1)
+        raise OutOfMemory(
+            f"out of memory at {where} ({key} = {size}{shape}): {str(error).splitlines()[0]}. "
+            f"Set a smaller batch, e.g. --set {key}={smaller}"
+            + (" (with trainer.grad_accum_steps doubled to keep the effective batch)" if index is not None else "")
+            + ", or a shorter trainer.window"
+        ) from None
 
 
 @dataclass
@@ -214,11 +243,12 @@ class Trainer:
                 if index < position.batch:
                     continue  # trained before the stop
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                with autocast(self.device, self.amp):
-                    loss = self.model(batch)
-                if not self._skip(loss, index, first_bad):
-                    self.scaler.scale(loss / cfg.grad_accum_steps).backward()
-                    running += loss.detach().float()
+                with out_of_memory(batch, "trainer.batch_size", cfg.batch_size, self.position.epoch, index + 1):
+                    with autocast(self.device, self.amp):
+                        loss = self.model(batch)
+                    if not self._skip(loss, index, first_bad):
+                        self.scaler.scale(loss / cfg.grad_accum_steps).backward()
+                        running += loss.detach().float()
                 position.seen += 1
                 progress.advance(bar)
                 boundary = (index + 1) % cfg.grad_accum_steps == 0 or index + 1 == batches
@@ -321,4 +351,6 @@ class Trainer:
 
     def evaluate(self, dev: EncodedSplit) -> dict[str, Any]:
         """Dev loss, exact-span scores and valid timings, scored on the whole original texts."""
-        return evaluate_split(self.model, self.task, dev, self.config.eval_batch_size, self.device, self.amp)
+        size = self.config.eval_batch_size
+        with out_of_memory(None, "trainer.eval_batch_size", size, self.position.epoch):
+            return evaluate_split(self.model, self.task, dev, size, self.device, self.amp)

@@ -146,14 +146,17 @@ def test_a_corrupt_checkpoint_is_named(uninterrupted, tmp_path):
     result = CliRunner().invoke(cli, ["run", str(RECIPE), "--resume", str(broken)])
     assert result.exit_code == 1
     assert f"Error: checkpoint {broken / 'checkpoint'} is corrupt or unreadable" in result.output
+
+
+def test_resume_without_a_checkpoint_is_named(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(RECIPE), "--resume", str(tmp_path / "none")])
     assert result.exit_code == 1
     assert f"Error: --resume: {tmp_path / 'none'} is not a folder: no checkpoint to resume from" in result.output
 
 
 def nan_run(output: Path, *extra: str):
-    """A run whose 7th training batch has a NaN loss (the `nan_crf.v1` decoder of tests/nan_plugin.py)."""
-    args = ["-p", "nan_plugin", "run", str(RECIPE), "-o", str(output), "--set", "decoder.type=nan_crf.v1"]
+    """A run whose 7th training batch has a NaN loss (the `nan_crf.v1` decoder of tests/faulty_plugin.py)."""
+    args = ["-p", "faulty_plugin", "run", str(RECIPE), "-o", str(output), "--set", "decoder.type=nan_crf.v1"]
     for item in [*SETTINGS, *extra]:
         args += ["--set", item]
     return CliRunner().invoke(cli, args, catch_exceptions=False)
