@@ -42,7 +42,13 @@ class TrainerConfig(Config):
     grad_accum_steps: int = Field(default=1, ge=1)
     seed: int = 42
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
-    amp: bool = Field(default=True, description="mixed precision on CUDA (bf16 if supported)")
+    amp: bool = Field(
+        default=True, description="mixed precision: on CUDA, and in training on CPUs with bf16 matrix units"
+    )
+    compile: bool = Field(default=False, description="torch.compile the encoder")
+    bucket_batches: int = Field(
+        default=100, ge=1, description="batches per length bucket (1: plain shuffled batches)"
+    )
     patience: int | None = Field(
         default=None, ge=1, description="stop after this many evaluations without a better F1"
     )

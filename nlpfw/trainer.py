@@ -1,6 +1,6 @@
-"""The training loop: AdamW with per-component learning rates, linear warm-up and decay,
-gradient clipping and accumulation, mixed precision on CUDA, evaluation every epoch, the
-best model kept by dev F1, and early stopping.
+"""The training loop: length-bucketed batches, AdamW with per-component learning rates, linear
+warm-up and decay, gradient clipping and accumulation, mixed precision (CUDA, and CPUs with
+bf16 matrix units), evaluation every epoch, the best model kept by dev F1, and early stopping.
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ from transformers import get_linear_schedule_with_warmup
 
 from nlpfw import checkpoint
 from nlpfw.corpus import EncodedSplit
-from nlpfw.device import autocast, synchronize
+from nlpfw.device import autocast, keep_freed_memory, set_cpu_threads, synchronize
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Task
 from nlpfw.model import TaggingModel, evaluate_split
 from nlpfw.recipe import TrainerConfig
+from nlpfw.sampler import LengthBucketSampler, padding_fraction
 
 
 def set_seed(seed: int) -> None:
@@ -144,7 +145,17 @@ class Trainer:
         self.config = config
         self.device = device
         self.amp = amp
+        # On a CPU, bf16 speeds up training; evaluation stays in float32, as `nlpfw.load` predicts,
+        # so a loaded model reproduces the scores the run reported.
+        self.eval_amp = None if device.type == "cpu" else amp
         self.console = console
+        if device.type == "cpu":
+            set_cpu_threads()
+            keep_freed_memory()
+        if config.compile:
+            model.encoder.compile(dynamic=True)  # in place: parameter names (and checkpoints) unchanged
+        if hasattr(model.decoder, "constrain"):
+            model.decoder.constrain(task.labels)
 
     def fit(
         self,
@@ -164,16 +175,21 @@ class Trainer:
         set_seed(cfg.seed)
         self.run_dir = run_dir
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        loader = torch.utils.data.DataLoader(
-            train, batch_size=cfg.batch_size, shuffle=True, generator=self.generator, collate_fn=self.task.collate
+        self.sampler = LengthBucketSampler(
+            train.window_length, cfg.batch_size, self.generator, cfg.bucket_batches, cfg.grad_accum_steps
         )
+        loader = torch.utils.data.DataLoader(
+            train, batch_sampler=self.sampler, generator=self.generator, collate_fn=self.task.collate
+        )
+        self._report_padding(train)
         steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum_steps)
         total_steps = steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             total_steps = min(total_steps, cfg.max_steps)
         self.optimizer = torch.optim.AdamW(
-            self.model.param_groups(cfg.lr, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_epsilon
-        )
+            self.model.param_groups(cfg.lr, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_epsilon,
+            fused=self.device.type in ("cpu", "cuda", "mps"),  # one kernel for all parameters: 4x faster on a CPU
+        )  # fmt: skip
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(cfg.warmup_ratio * total_steps), total_steps
         )
@@ -198,6 +214,7 @@ class Trainer:
             train_time = time.perf_counter() - start
             record = self.evaluate(dev)
             record.update(epoch=epoch, step=position.step, train_loss=train_loss, lr=self.scheduler.get_last_lr()[0])
+            record["padding"] = padding_fraction(train.window_length, self.sampler.batches[:batches])
             record["speed"].update(train_step_time=train_time / max(batches, 1), train_epoch_time=train_time)
             f1 = record["scores"]["overall"]["f1"]
             improved = history.best is None or f1 > history.best["scores"]["overall"]["f1"]
@@ -224,6 +241,18 @@ class Trainer:
                 break
         return history
 
+    def _report_padding(self, train: EncodedSplit) -> None:
+        """Say how much of the batches is padding, with length buckets and with plain shuffling."""
+        cfg = self.config
+        plans = {}
+        for name, bucket_batches in (("ours", cfg.bucket_batches), ("plain", 1)):
+            sampler = LengthBucketSampler(train.window_length, cfg.batch_size, None, bucket_batches, cfg.grad_accum_steps, cfg.seed)
+            plans[name] = padding_fraction(train.window_length, list(sampler))
+        self.console.print(
+            f"Batches by length (buckets of {cfg.bucket_batches} batches): {plans['ours']:.1%} of the tokens "
+            f"are padding; plain shuffled batches would pad {plans['plain']:.1%}"
+        )
+
     def _train_epoch(self, loader: torch.utils.data.DataLoader, batches: int, description: str) -> float:
         """Train up to batch `batches` of the epoch, from `position.batch`; return the mean batch loss."""
         cfg, position = self.config, self.position
@@ -234,7 +263,7 @@ class Trainer:
         progress = self._progress()
         bar = progress.add_task(description, total=batches, loss="-", completed=position.batch)
         running = torch.full((), position.running, device=self.device)
-        position.running = 0.0  # the tensor holds it from here (a resumed epoch starts with the saved sum)
+        position.running = 0.0  # taken over by `running`; a resumed run's sum must not recur next epoch
         first_bad = torch.full((), -1, device=self.device)  # index of the first non-finite loss
         with progress, _StopOnInterrupt(self.console) as interrupt:
             for index, batch in enumerate(loader):
@@ -353,4 +382,4 @@ class Trainer:
         """Dev loss, exact-span scores and valid timings, scored on the whole original texts."""
         size = self.config.eval_batch_size
         with out_of_memory(None, "trainer.eval_batch_size", size, self.position.epoch):
-            return evaluate_split(self.model, self.task, dev, size, self.device, self.amp)
+            return evaluate_split(self.model, self.task, dev, size, self.device, self.eval_amp)

@@ -10,9 +10,11 @@ a dynamic sequence length (its two loops over time become `Scan` ops when export
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import torch
+from pydantic import Field
 from torch import nn
 from torchcrf import CRF
 
@@ -22,18 +24,70 @@ from nlpfw.interfaces import Decoder, DecoderConfig
 Step = Callable[[torch.Tensor, tuple[torch.Tensor, ...]], tuple[torch.Tensor, torch.Tensor]]
 
 
+CONSTRAINED = Field(
+    default=False,
+    description="decode only valid BIO sequences (no I-X at the start, after O, or after B-Y/I-Y)",
+)
+
+
 class CrfConfig(DecoderConfig):
-    pass
+    constrained: bool = CONSTRAINED
+
+
+class BioConstraints(nn.Module):
+    """Which BIO tag sequences decoding may produce: `start[j]` says whether tag j may open a
+    text, `transitions[i, j]` whether tag j may follow tag i. `I-X` may only follow `B-X` or
+    `I-X`. The masks are buffers, so a saved model keeps them; `set_labels` fills them (all
+    allowed until then)."""
+
+    def __init__(self, num_tags: int):
+        super().__init__()
+        self.register_buffer("start", torch.ones(num_tags, dtype=torch.bool))
+        self.register_buffer("transitions", torch.ones(num_tags, num_tags, dtype=torch.bool))
+
+    def set_labels(self, labels: Sequence[str]) -> None:
+        start, transitions = bio_constraints(labels)
+        self.start.copy_(start)
+        self.transitions.copy_(transitions)
+
+    def mask_scores(self, start: torch.Tensor, transitions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scores with forbidden moves at -inf."""
+        return start.masked_fill(~self.start, -math.inf), transitions.masked_fill(~self.transitions, -math.inf)
+
+
+def bio_constraints(labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start [tags], transitions [tags, tags]) masks of the allowed BIO moves; a label that is
+    not `O`, `B-X` or `I-X` is an error naming it."""
+    kinds = []
+    for label in labels:
+        prefix, _, kind = label.partition("-")
+        if label != "O" and (prefix not in ("B", "I") or not kind):
+            raise ValueError(f"decoder.constrained: tag {label!r} is not a BIO tag (O, B-X or I-X)")
+        kinds.append((prefix, kind))
+    n = len(labels)
+    start = torch.tensor([prefix != "I" for prefix, _ in kinds])
+    transitions = torch.ones(n, n, dtype=torch.bool)
+    for j, (prefix, kind) in enumerate(kinds):
+        if prefix == "I":
+            transitions[:, j] = torch.tensor([k == kind and p in ("B", "I") for p, k in kinds])
+    return start, transitions
 
 
 class CrfDecoder(Decoder):
     config_model = CrfConfig
+    config: CrfConfig
 
     def __init__(self, config: CrfConfig, input_dim: int, num_tags: int):
         super().__init__(config, input_dim, num_tags)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(input_dim, num_tags)
         self.crf = CRF(num_tags, batch_first=True)
+        self.constraints = BioConstraints(num_tags) if config.constrained else None
+
+    def constrain(self, labels: Sequence[str]) -> None:
+        """Learn the tag names, for BIO constraints (when `constrained`); the trainer calls it."""
+        if self.constraints is not None:
+            self.constraints.set_labels(labels)
 
     def emissions(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden)).float()
@@ -46,12 +100,25 @@ class CrfDecoder(Decoder):
     def decode(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         emissions = self.emissions(hidden)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            return viterbi(self.crf, emissions, mask.bool())
+            return viterbi(self.crf, emissions, mask.bool(), self.constraints)
 
 
-def viterbi(crf: CRF, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def viterbi(
+    crf: CRF, emissions: torch.Tensor, mask: torch.Tensor, constraints: BioConstraints | None = None
+) -> torch.Tensor:
     """Best tag ids [batch, chars] (0 outside `mask`) of `emissions` [batch, chars, tags] under
-    `crf`'s parameters; `mask` [batch, chars] is left-aligned and every row starts on.
+    `crf`'s parameters; `mask` [batch, chars] is left-aligned and every row starts on. With
+    `constraints`, the best path among the allowed ones."""
+    start, transitions = crf.start_transitions, crf.transitions
+    if constraints is not None:
+        start, transitions = constraints.mask_scores(start, transitions)
+    return best_paths(start, transitions, crf.end_transitions, emissions, mask)
+
+
+def best_paths(
+    start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor, emissions: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Viterbi over start [tags], transition [tags, tags] and end [tags] scores.
 
     Scores are computed by pytorch-crf's own operations in its order, so paths and ties come out
     identical. Both loops take all `chars` steps, never none (ONNX Runtime's `Scan` rejects an
@@ -59,7 +126,6 @@ def viterbi(crf: CRF, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     emissions, mask = emissions.transpose(0, 1), mask.T  # time first, as pytorch-crf works
     steps = torch.arange(mask.shape[0], device=mask.device)
     on = mask & (steps > 0).unsqueeze(1)
-    transitions = crf.transitions
 
     def forward(score: torch.Tensor, xs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         emission, on = xs  # [batch, tags], [batch]
@@ -67,8 +133,8 @@ def viterbi(crf: CRF, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tens
         return torch.where(on.unsqueeze(1), next_score, score), indices
 
     # history[t]: for each tag at t, the best tag at t - 1 (history[0] is unused)
-    score, history = _scan(forward, crf.start_transitions + emissions[0], (emissions, on))
-    best_last = (score + crf.end_transitions).max(dim=1).indices  # [batch]
+    score, history = _scan(forward, start + emissions[0], (emissions, on))
+    best_last = (score + end).max(dim=1).indices  # [batch]
     # at and after its last position a row's path starts again from its best last tag
     after_end = (steps.unsqueeze(1) > mask.sum(dim=0) - 1).unsqueeze(2)  # [chars, batch, 1]
     history = torch.where(after_end, best_last.unsqueeze(1), history)

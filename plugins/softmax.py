@@ -1,25 +1,40 @@
-"""`softmax.v1`: a linear classifier with a per-character softmax (cross-entropy loss)."""
+"""`softmax.v1`: a linear classifier with a per-character softmax (cross-entropy loss).
+
+Decoding takes each character's most probable tag; with `constrained = true`, the most
+probable sequence of valid BIO tags instead (a Viterbi pass over the log-probabilities, with
+only the forbidden moves scored).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Decoder, DecoderConfig
+from nlpfw_plugins.crf import CONSTRAINED, BioConstraints, best_paths
 
 
 class SoftmaxConfig(DecoderConfig):
-    pass
+    constrained: bool = CONSTRAINED
 
 
 class SoftmaxDecoder(Decoder):
     config_model = SoftmaxConfig
+    config: SoftmaxConfig
 
     def __init__(self, config: SoftmaxConfig, input_dim: int, num_tags: int):
         super().__init__(config, input_dim, num_tags)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(input_dim, num_tags)
+        self.constraints = BioConstraints(num_tags) if config.constrained else None
+
+    def constrain(self, labels: Sequence[str]) -> None:
+        """Learn the tag names, for BIO constraints (when `constrained`); the trainer calls it."""
+        if self.constraints is not None:
+            self.constraints.set_labels(labels)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden)).float()
@@ -29,7 +44,12 @@ class SoftmaxDecoder(Decoder):
         return nn.functional.cross_entropy(logits[mask], tags[mask])
 
     def decode(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.logits(hidden).argmax(dim=-1) * mask
+        logits = self.logits(hidden)
+        if self.constraints is None:
+            return logits.argmax(dim=-1) * mask
+        zeros = logits.new_zeros(self.num_tags)
+        start, transitions = self.constraints.mask_scores(zeros, logits.new_zeros(self.num_tags, self.num_tags))
+        return best_paths(start, transitions, zeros, logits.log_softmax(dim=-1), mask.bool())
 
 
 @hookimpl

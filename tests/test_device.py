@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from nlpfw.device import amp_dtype, autocast, resolve_device
+from nlpfw.device import amp_dtype, autocast, available_cpus, cpu_has_bf16_units, resolve_device, set_cpu_threads
 from nlpfw.errors import DeviceError
 
 HAS_CUDA = torch.cuda.is_available()
@@ -62,10 +64,46 @@ def test_unknown_device(name: str) -> None:
         resolve_device(name)
 
 
-@pytest.mark.parametrize("enabled", [True, False])
-def test_no_mixed_precision_on_cpu(enabled: bool) -> None:
-    assert amp_dtype(torch.device("cpu"), enabled) is None
-    assert isinstance(autocast(torch.device("cpu"), None), contextlib.nullcontext)
+def test_cpu_mixed_precision_only_with_bf16_matrix_units(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, False) is None
+    assert isinstance(autocast(cpu, None), contextlib.nullcontext)
+    for amx, avx512_bf16, expected in [(True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        assert amp_dtype(cpu, True) is expected
+        assert amp_dtype(cpu, False) is None
+
+
+def test_cpu_bf16_units_match_the_cpu_flags() -> None:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    if not flags:
+        pytest.skip("no /proc/cpuinfo here")
+    has_units = bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags))
+    assert cpu_has_bf16_units() is has_units
+
+
+def test_cpu_threads_stay_within_the_available_cores(monkeypatch) -> None:
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+        torch.set_num_threads(4)
+        assert available_cpus() == 1
+        assert set_cpu_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cpu_autocast_keeps_the_crf_in_float32() -> None:
+    from nlpfw_plugins.crf import CrfConfig, CrfDecoder
+
+    decoder = CrfDecoder(CrfConfig(), 8, 5)
+    hidden = torch.randn(2, 4, 8)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    with autocast(torch.device("cpu"), torch.bfloat16):
+        assert decoder.classifier(hidden).dtype == torch.bfloat16  # autocast is on
+        loss = decoder.loss(hidden, torch.zeros(2, 4, dtype=torch.long), mask)
+    assert loss.dtype == torch.float32
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")

@@ -124,7 +124,8 @@ NO_DROPOUT = ["encoder.dropout=0.0", "encoder.hidden_dropout=0.0", "encoder.atte
 
 def test_gradient_accumulation_matches_a_larger_batch(tmp_path, data_root):
     """Two accumulated batches of 8 make the same step as one batch of 16 (same examples, same order)."""
-    common = ["trainer.max_steps=1", "trainer.epochs=1", "trainer.max_grad_norm=1e9", *NO_DROPOUT]
+    # float32: under bf16 autocast (CPUs with AMX) rounding flips the sign of near-zero gradients
+    common = ["trainer.max_steps=1", "trainer.epochs=1", "trainer.max_grad_norm=1e9", "trainer.amp=false", *NO_DROPOUT]
     big, big_dir = train(tmp_path, *common, "trainer.batch_size=16", name="big")
     small, small_dir = train(tmp_path, *common, "trainer.batch_size=8", "trainer.grad_accum_steps=2", name="small")
     half, half_dir = train(tmp_path, *common, "trainer.batch_size=8", name="half")
@@ -132,6 +133,8 @@ def test_gradient_accumulation_matches_a_larger_batch(tmp_path, data_root):
     a, b, c = (safetensors.torch.load_file(d / "model" / "model.safetensors") for d in (big_dir, small_dir, half_dir))
     assert json.loads((small_dir / "metrics.jsonl").read_text())["step"] == 1
     for key in a:
+        if key.endswith("attention.self.key.bias"):
+            continue  # its exact gradient is 0 (softmax ignores a shift), so Adam steps on rounding noise
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
     # the control: one plain batch of 8 is a different step, so the check above can fail
     assert max((a[k] - c[k]).abs().max().item() for k in a) > 1e-4

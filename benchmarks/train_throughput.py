@@ -1,0 +1,138 @@
+"""Training throughput: nlpfw's Trainer against Hugging Face's Trainer, same model and data.
+
+Both train a bert-base-sized model (random weights, the real bert-base-chinese vocabulary) on
+CLUENER2020's training texts at batch 24 for the same number of optimizer steps, each side in
+a fresh process. nlpfw trains BERT + CRF (crf.v1, the harder head) with its defaults
+(length-bucketed batches, bf16 autocast on CPUs with bf16 matrix units); Hugging Face trains
+`BertForTokenClassification` (softmax head) with `bf16=True` (the same autocast), with its
+default random batches and with `train_sampling_strategy="group_by_length"`. Throughput is
+real characters (not padding) per second over the steps after the warm-up.
+
+    flock /tmp/nlpfw-cpu.lock .venv/bin/python benchmarks/train_throughput.py [--steps 16 --warmup 4]
+
+Needs the `bench` extra (accelerate, for Hugging Face's Trainer): pip install -e ".[bench]"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+
+def ours(steps: int, warmup: int, decoder: str) -> dict:
+    from rich.console import Console
+
+    from nlpfw.device import amp_dtype
+    from nlpfw.trainer import Trainer
+
+    recipe, _ = _common.recipe(decoder, max_steps=steps, epochs=1, log_every=1000, checkpoint_every=100000)
+    model, task, splits = _common.build(recipe)
+    train = splits["train"]
+    device = __import__("torch").device("cpu")
+    stamps: list[float] = []
+
+    class Timed(Trainer):
+        def _step(self) -> None:
+            super()._step()
+            stamps.append(time.perf_counter())
+
+        def evaluate(self, dev):  # not timed here: the benchmark is about training steps
+            return {"scores": {"overall": {"f1": 0.0}}, "speed": {}, "dev_loss": 0.0}
+
+    trainer = Timed(model, task, recipe.trainer, device, amp_dtype(device, recipe.trainer.amp), Console(quiet=True))
+    trainer.fit(train, splits["dev"], lambda history: None)
+    chars = [int(train.window_length[batch].sum()) for batch in trainer.sampler.batches[:steps]]
+    return {"seconds": stamps[-1] - stamps[warmup - 1], "chars": sum(chars[warmup:]), "amp": str(trainer.amp)}
+
+
+def hugging_face(steps: int, warmup: int, grouped: bool) -> dict:
+    import torch
+    import transformers
+    from transformers import BertConfig, BertForTokenClassification, Trainer, TrainerCallback, TrainingArguments
+
+    recipe, _ = _common.recipe("softmax.v1")
+    model, task, splits = _common.build(recipe, ("train",))
+    train = splits["train"]
+    encoder = model.encoder
+    rows = []
+    for i in range(len(train)):
+        item = train[i]
+        ids = [encoder.cls_id, *item["input_ids"].tolist(), encoder.sep_id]
+        rows.append({"input_ids": ids, "labels": [-100, *item["tags"].tolist(), -100]})
+    config = BertConfig(
+        vocab_size=encoder.bert.config.vocab_size, num_labels=len(task.labels),
+        **{k: v for k, v in encoder.bert.config.to_dict().items() if k in (
+            "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings")},
+    )  # fmt: skip
+    torch.manual_seed(42)
+    hf_model = BertForTokenClassification(config)
+    collate = transformers.DataCollatorForTokenClassification(encoder.tokenizer)
+    chars: list[int] = []
+
+    def counting(features):
+        chars.append(sum(len(f["input_ids"]) - 2 for f in features))
+        return collate(features)
+
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    args = TrainingArguments(
+        output_dir="/tmp/nlpfw-bench-hf", use_cpu=True, bf16=True, per_device_train_batch_size=24,
+        max_steps=steps, learning_rate=3e-5, warmup_steps=0, logging_steps=100000, save_strategy="no",
+        report_to="none", disable_tqdm=True, seed=42, remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if grouped else "random",
+    )  # fmt: skip
+    Trainer(model=hf_model, args=args, train_dataset=rows, data_collator=counting, callbacks=[Stamp()]).train()
+    return {"seconds": stamps[-1] - stamps[warmup - 1], "chars": sum(chars[warmup:steps])}
+
+
+SIDES = {
+    "nlpfw (crf.v1)": ["--side", "ours"],
+    "nlpfw (softmax.v1)": ["--side", "ours-softmax"],
+    "HF Trainer (random batches)": ["--side", "hf"],
+    "HF Trainer (group_by_length)": ["--side", "hf-grouped"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=4, help="untimed first steps")
+    parser.add_argument("--side", choices=["ours", "ours-softmax", "hf", "hf-grouped"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        if args.side.startswith("ours"):
+            result = ours(args.steps, args.warmup, "softmax.v1" if args.side == "ours-softmax" else "crf.v1")
+        else:
+            result = hugging_face(args.steps, args.warmup, args.side == "hf-grouped")
+        print("RESULT " + json.dumps(result))
+        return
+    _common.header("training throughput: nlpfw Trainer vs Hugging Face Trainer (bert-base size, batch 24)")
+    print(f"{args.steps} optimizer steps each, the first {args.warmup} untimed; each side in a fresh process")
+    rates = {}
+    for name, side in SIDES.items():
+        run = [sys.executable, __file__, *side, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        output = subprocess.run(run, capture_output=True, text=True, check=True).stdout
+        result = json.loads(output.split("RESULT ", 1)[1])
+        rates[name] = result["chars"] / result["seconds"]
+        step = result["seconds"] / (args.steps - args.warmup)
+        print(f"{name:30s} {rates[name]:8.0f} chars/s   {step * 1000:6.0f} ms/step")
+    base = rates["HF Trainer (random batches)"]
+    for name in SIDES:
+        if name.startswith("nlpfw"):
+            print(f"{name} / HF Trainer: {rates[name] / base:.2f}x (random batches), "
+                  f"{rates[name] / rates['HF Trainer (group_by_length)']:.2f}x (group_by_length)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
