@@ -26,6 +26,7 @@ from rich.console import Console
 
 from nlpfw import __version__, checkpoint, io
 from nlpfw.cache import Corpus, prepare_corpus
+from nlpfw.distributed import SINGLE, Context, rank_device
 from nlpfw.corpus import window_settings
 from nlpfw.data import data_root as default_data_root
 from nlpfw.device import amp_dtype, resolve_device
@@ -67,7 +68,7 @@ def prepare_output_dir(path: Path, overwrite: bool) -> Path:
     return path  # created by the first file written into it
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, context: Context = SINGLE) -> dict[str, Any]:
     import transformers
 
     if device.type == "cuda":
@@ -76,6 +77,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         name = f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
     else:
         name = "Apple MPS"
+    if context.active:
+        name = f"{context.world} x {name}"
     return {
         "nlpfw": __version__,
         "python": sys.version.split()[0],
@@ -85,6 +88,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "device_name": name,
         "threads": torch.get_num_threads(),
+        "processes": context.world,
     }
 
 
@@ -97,22 +101,28 @@ def run(
     data_root: Path | None = None,
     use_cache: bool = True,
     resume: bool = False,
+    context: Context = SINGLE,
 ) -> History:
     """Train the recipe and write the run folder; return the evaluation history.
 
-    With `resume`, continue the run in `output_dir` from its checkpoint."""
+    With `resume`, continue the run in `output_dir` from its checkpoint. In a distributed run
+    (`context`) every rank trains and evaluates its share; only rank 0 writes files."""
     saved = checkpoint.load(output_dir) if resume else None
     data_root = data_root or default_data_root()
-    device = resolve_device(recipe.trainer.device)
+    device = rank_device(context, resolve_device(recipe.trainer.device))
     amp = amp_dtype(device, recipe.trainer.amp)
     dataset = recipe.dataset.component.cls(recipe.dataset.config, data_root)
     set_seed(recipe.trainer.seed)  # the encoder and decoder initialise from the seed
     encoder = recipe.encoder.component.cls.from_config(recipe.encoder.config, data_root)
     window, stride = window_settings(recipe.trainer.window, recipe.trainer.stride, encoder.max_chars)
     start = time.perf_counter()
+    if not context.main:
+        context.barrier()  # rank 0 reads, encodes and caches the corpus first; the others read the cache
     corpus = prepare_corpus(
         recipe.task, recipe.dataset, dataset, encoder, ("train", "dev"), window, stride, use_cache
     )
+    if context.main:
+        context.barrier()
     load_time = time.perf_counter() - start
     for split in ("train", "dev"):
         if not corpus.splits[split].stats.labelled:
@@ -122,9 +132,10 @@ def run(
     model = TaggingModel(encoder, decoder).to(device)
 
     # Written once assembly has succeeded, so a recipe that fails to load leaves no half run behind.
-    io.write_text(output_dir / "recipe.toml", recipe.to_toml())
-    env = environment(device)
-    io.write_json(output_dir / "plugins.json", {"plugins": plugin_records(pm, registry), "environment": env})
+    env = environment(device, context)
+    if context.main:
+        io.write_text(output_dir / "recipe.toml", recipe.to_toml())
+        io.write_json(output_dir / "plugins.json", {"plugins": plugin_records(pm, registry), "environment": env})
     summary = data_summary(corpus, window, stride, load_time)
     console.print(
         f"[bold]{recipe.name}[/]: {train.stats.examples:,} train / {dev.stats.examples:,} dev texts "
@@ -155,6 +166,8 @@ def run(
     def on_epoch(history: History) -> None:
         record = history.epochs[-1]
         record["device"] = env["device_name"]
+        if not context.main:
+            return
         if record["best"]:
             save_model(output_dir / "model", model, task, recipe)
         io.write_jsonl(output_dir / "metrics.jsonl", history.epochs)
@@ -166,7 +179,7 @@ def run(
         for table in result_tables(record, task.entity_types, reference):
             console.print(table)
 
-    trainer = Trainer(model, task, recipe.trainer, device, amp, console)
+    trainer = Trainer(model, task, recipe.trainer, device, amp, console, context)
     if saved is not None:
         position = saved.position
         console.print(f"Resuming from {checkpoint.find(output_dir)}: epoch {position.epoch}, "
@@ -175,6 +188,8 @@ def run(
 
     best = history.best
     assert best is not None
+    if not context.main:
+        return history
     tables = result_tables(best, task.entity_types, reference)
     io.write_json(
         output_dir / "report.json",
