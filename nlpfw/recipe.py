@@ -59,6 +59,7 @@ class TrainerConfig(Config):
     stride: int | None = Field(
         default=None, ge=0, description="characters shared by neighbouring windows (default: window // 4)"
     )
+    tensorboard: bool = Field(default=False, description="log each epoch to RUN_DIR/tensorboard (needs tensorboard)")
 
     @model_validator(mode="after")
     def _stride_below_window(self) -> TrainerConfig:
