@@ -126,7 +126,27 @@ def run(
 ) -> History:
     """Train the recipe and write the run folder; return the evaluation history.
 
-    With `resume`, continue the run in `output_dir` from its checkpoint."""
+    With `resume`, continue the run in `output_dir` from its checkpoint. `trainer.threads`
+    applies for the run only; the caller's thread count is restored after."""
+    threads = torch.get_num_threads()
+    if recipe.trainer.threads is not None:
+        torch.set_num_threads(recipe.trainer.threads)
+    try:
+        return _run(recipe, output_dir, registry, pm, console, data_root, use_cache, resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    recipe: Recipe,
+    output_dir: Path,
+    registry: Registry,
+    pm: PluginManager,
+    console: Console,
+    data_root: Path | None,
+    use_cache: bool,
+    resume: bool,
+) -> History:
     saved = checkpoint.load(output_dir) if resume else None
     tensorboard = EpochLog(output_dir / "tensorboard") if recipe.trainer.tensorboard else None
     data_root = data_root or default_data_root()

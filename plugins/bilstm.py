@@ -18,6 +18,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,8 @@ class BiLstmConfig(EncoderConfig):
     dropout: float = Field(default=0.3, ge=0, lt=1, description="on the embeddings, between layers and on the output")
     min_freq: int = Field(default=1, ge=1, description="training characters seen fewer times are [UNK]")
     unk_dropout: float = Field(default=0.0, ge=0, lt=1, description="share of training characters read as [UNK]")
+    bigram_size: int = Field(default=0, ge=0, description="size of the character-bigram vectors (0: none)")
+    bigram_min_freq: int = Field(default=2, ge=1, description="training bigrams seen fewer times share one vector")
     vectors: str | None = Field(default=None, description="pretrained character vectors (word2vec text format)")
     freeze_vectors: bool = Field(default=False, description="keep the pretrained vectors fixed")
 
@@ -59,21 +62,26 @@ class BiLstmEncoder(Encoder):
     config: BiLstmConfig
     needs_training_texts = True
 
-    def __init__(self, config: BiLstmConfig, chars: list[str] | None = None, vectors: Path | None = None):
+    def __init__(
+        self, config: BiLstmConfig, chars: list[str] | None = None, vectors: Path | None = None,
+        bigrams: list[int] | None = None,
+    ):  # fmt: skip
         super().__init__(config)
         self.vectors_path = vectors
         self.output_dim = 2 * config.hidden_size
         self.embedding: nn.Embedding | None = None
+        self.bigram_embedding: nn.Embedding | None = None
         self.lstm = nn.LSTM(
-            config.embedding_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
-            bidirectional=True, dropout=config.dropout if config.num_layers > 1 else 0.0,
+            config.embedding_size + config.bigram_size, config.hidden_size, num_layers=config.num_layers,
+            batch_first=True, bidirectional=True, dropout=config.dropout if config.num_layers > 1 else 0.0,
         )  # fmt: skip
         self.dropout = nn.Dropout(config.dropout)
         self.chars: list[str] = []
+        self.bigrams: list[int] = []
         self._index: dict[str, int] = {}
         self._ids: dict[str, int] = {}
         if chars is not None:
-            self._set_vocabulary(chars)
+            self._set_vocabulary(chars, bigrams or [])
 
     @classmethod
     def from_config(cls, config: BiLstmConfig, data_root: Path) -> BiLstmEncoder:
@@ -85,19 +93,29 @@ class BiLstmEncoder(Encoder):
     @classmethod
     def from_saved(cls, config: BiLstmConfig, directory: Path) -> BiLstmEncoder:
         saved = json.loads((directory / VOCAB_FILE).read_text(encoding="utf-8"))
-        return cls(config, saved["chars"])
+        return cls(config, saved["chars"], bigrams=saved.get("bigrams", []))
 
     def save(self, directory: Path) -> None:
-        io.write_json(directory / VOCAB_FILE, {"lookup_version": LOOKUP_VERSION, "chars": self.chars})
+        io.write_json(
+            directory / VOCAB_FILE, {"lookup_version": LOOKUP_VERSION, "chars": self.chars, "bigrams": self.bigrams}
+        )
 
     def fit_texts(self, texts: Iterable[str]) -> None:
         """Build the vocabulary from the training texts (and the pretrained vectors' characters),
         then the embedding, initialised from the vectors where they cover a character."""
+        texts = list(texts)
         counts = Counter(fold(c) for text in texts for c in text)
         kept = sorted(c for c, n in counts.items() if n >= self.config.min_freq)
         vectors = read_vectors(self.vectors_path, self.config.embedding_size) if self.vectors_path else {}
         chars = [PAD, UNK, *kept, *sorted(set(vectors) - set(kept))]
-        self._set_vocabulary(chars)
+        self._set_vocabulary(chars, [])
+        bigrams: list[int] = []
+        if self.config.bigram_size:
+            pairs = Counter()
+            for text in texts:
+                pairs.update(bigram_keys(self.char_ids(text).astype(np.int64), len(chars)).tolist())
+            bigrams = sorted(key for key, n in pairs.items() if n >= self.config.bigram_min_freq)
+            self._set_vocabulary(chars, bigrams)
         if vectors:
             assert self.embedding is not None
             with torch.no_grad():
@@ -105,13 +123,17 @@ class BiLstmEncoder(Encoder):
                     self.embedding.weight[self._index[char]] = torch.from_numpy(vector)
             self.embedding.weight.requires_grad_(not self.config.freeze_vectors)
 
-    def _set_vocabulary(self, chars: list[str]) -> None:
+    def _set_vocabulary(self, chars: list[str], bigrams: list[int]) -> None:
         if chars[:2] != [PAD, UNK]:
             raise NlpfwError(f"bilstm.v1: a vocabulary starts with {PAD} and {UNK}, not {chars[:2]}")
-        self.chars = list(chars)
+        self.chars, self.bigrams = list(chars), list(bigrams)
         self._index = {c: i for i, c in enumerate(self.chars)}
         self._ids = {}
         self.embedding = nn.Embedding(len(self.chars), self.config.embedding_size, padding_idx=0)
+        if self.config.bigram_size:
+            # bigram id: 1 + the index of its key in the sorted keys; 0 for a bigram not kept
+            self.register_buffer("bigram_table", torch.tensor(self.bigrams or [-1], dtype=torch.long), persistent=False)
+            self.bigram_embedding = nn.Embedding(len(self.bigrams) + 1, self.config.bigram_size)
 
     def char_ids(self, text: str) -> np.ndarray:
         if self.embedding is None:
@@ -136,13 +158,30 @@ class BiLstmEncoder(Encoder):
             drop = torch.rand(input_ids.shape, device=input_ids.device) < self.config.unk_dropout
             input_ids = torch.where(drop & mask, torch.ones_like(input_ids), input_ids)
         width = input_ids.shape[1]
-        embedded = self.dropout(self.embedding(input_ids))
+        embedded = self.embedding(input_ids)
+        if self.bigram_embedding is not None:
+            keys = bigram_keys(input_ids.long(), len(self.chars))
+            found = torch.searchsorted(self.bigram_table, keys).clamp(max=len(self.bigram_table) - 1)
+            ids = torch.where(self.bigram_table[found] == keys, found + 1, 0)
+            embedded = torch.cat([embedded, self.bigram_embedding(ids)], dim=-1)
+        embedded = self.dropout(embedded)
         packed = nn.utils.rnn.pack_padded_sequence(
             embedded, mask.sum(dim=1).cpu(), batch_first=True, enforce_sorted=False
         )
         output, _ = self.lstm(packed)
         hidden, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=width)
         return self.dropout(hidden)
+
+
+def bigram_keys(ids: Any, vocabulary: int) -> Any:
+    """Key of each character's bigram with the next one (`[PAD]` after the last), for a 1-D
+    numpy array or a [batch, chars] tensor of ids (padding is `[PAD]`, so a text's last
+    character pairs with `[PAD]` in a batch as alone)."""
+    if isinstance(ids, np.ndarray):
+        following = np.concatenate([ids[1:], np.zeros(1, dtype=ids.dtype)])
+    else:
+        following = torch.nn.functional.pad(ids[:, 1:], (0, 1))
+    return ids * vocabulary + following
 
 
 def read_vectors(path: Path, size: int) -> dict[str, np.ndarray]:
