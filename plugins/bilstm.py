@@ -5,7 +5,10 @@ split's characters (those seen at least `min_freq` times), built when the run st
 (`Encoder.fit_texts`); any other character reads as `[UNK]`, and `unk_dropout` replaces
 training characters with `[UNK]` at random so that its vector is learnt. Characters are
 folded before lookup (NFKC, lower case, any whitespace as one space), so full-width `Ｃ`
-and `c` share a vector. Optional pretrained character vectors (`vectors`, a word2vec-style
+and `c` share a vector. With `bigram_size`, each character's vector is joined by one for
+its bigram with the next character (the training texts' bigrams seen `bigram_min_freq` times;
+the rest share one vector), looked up inside `forward` from the character ids, so the
+encoder still gives one id per character. Optional pretrained character vectors (`vectors`, a word2vec-style
 text file) initialise the embedding of every character they cover, and their characters join
 the vocabulary, so a dev character unseen in training still has a vector.
 """
@@ -108,14 +111,15 @@ class BiLstmEncoder(Encoder):
         kept = sorted(c for c, n in counts.items() if n >= self.config.min_freq)
         vectors = read_vectors(self.vectors_path, self.config.embedding_size) if self.vectors_path else {}
         chars = [PAD, UNK, *kept, *sorted(set(vectors) - set(kept))]
-        self._set_vocabulary(chars, [])
         bigrams: list[int] = []
         if self.config.bigram_size:
-            pairs = Counter()
+            index = {c: i for i, c in enumerate(chars)}
+            pairs: Counter[int] = Counter()
             for text in texts:
-                pairs.update(bigram_keys(self.char_ids(text).astype(np.int64), len(chars)).tolist())
+                ids = np.fromiter((index.get(fold(c), 1) for c in text), dtype=np.int64, count=len(text))
+                pairs.update(bigram_keys(ids, len(chars)).tolist())
             bigrams = sorted(key for key, n in pairs.items() if n >= self.config.bigram_min_freq)
-            self._set_vocabulary(chars, bigrams)
+        self._set_vocabulary(chars, bigrams)
         if vectors:
             assert self.embedding is not None
             with torch.no_grad():

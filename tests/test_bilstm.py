@@ -122,3 +122,25 @@ def test_bad_vectors_files_name_the_line(tmp_path):
         fitted(vectors=str(text), embedding_size=3)
     with pytest.raises(DataError, match=r"encoder.vectors: file not found: .*missing.vec"):
         BiLstmEncoder.from_config(BiLstmConfig(vectors=str(tmp_path / "missing.vec")), tmp_path)
+
+
+def test_bigrams_of_the_training_texts_have_their_own_vectors(tmp_path):
+    encoder = fitted(["北京北京上海", "北京", "南京"], bigram_size=4, bigram_min_freq=2)
+    ids = {c: encoder.chars.index(c) for c in "北京上海"}
+    vocabulary = len(encoder.chars)
+    # 北京 three times, 京[PAD] (a text ending in 京) twice; every other bigram once
+    assert encoder.bigrams == sorted([ids["北"] * vocabulary + ids["京"], ids["京"] * vocabulary])
+    table = encoder.bigram_embedding.weight
+    assert table.shape == (3, 4)  # the two kept, and one for all the others
+    ids = torch.from_numpy(encoder.char_ids("北京海北")).long().unsqueeze(0)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    before = encoder(ids, mask)
+    with torch.no_grad():
+        table[0] += 1.0  # the shared "unknown bigram" vector: 京海, 海北 and 北[PAD] use it
+    after = encoder(ids, mask)
+    assert not torch.equal(before, after)
+    encoder.save(tmp_path)
+    loaded = BiLstmEncoder.from_saved(encoder.config, tmp_path).eval()
+    assert loaded.bigrams == encoder.bigrams
+    loaded.load_state_dict(encoder.state_dict())
+    torch.testing.assert_close(loaded(ids, mask), after, rtol=0, atol=0)
