@@ -82,7 +82,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     elif device.type == "cpu":
-        name = f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+        threads = torch.get_num_threads()
+        name = f"CPU {platform.machine()}, {threads} thread{'' if threads == 1 else 's'}"
     else:
         name = "Apple MPS"
     return {
