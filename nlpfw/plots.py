@@ -45,8 +45,10 @@ def plot_curves(epochs: Sequence[dict[str, Any]], path: Path, title: str = "") -
                         label=f"dev {key}", linewidth=2 if key == "f1" else 1)  # fmt: skip
     best = max(epochs, key=lambda r: r["scores"]["overall"]["f1"])
     f1 = best["scores"]["overall"]["f1"]
-    score_axes.annotate(f"best {f1:.4f}", (best["epoch"], f1), textcoords="offset points", xytext=(0, 8),
+    score_axes.plot([best["epoch"]], [f1], "*", color="black", markersize=12, zorder=3)
+    score_axes.annotate(f"best {f1:.4f}", (best["epoch"], f1), textcoords="offset points", xytext=(0, 10),
                         ha="center")  # fmt: skip
+    score_axes.margins(y=0.15)  # room for the label above the best point
     score_axes.set(title="Dev scores", xlabel="epoch", ylabel="score")
     for axes in (loss_axes, score_axes):
         axes.grid(alpha=0.3)
