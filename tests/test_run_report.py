@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 import nlpfw
@@ -37,6 +38,7 @@ def run_cli(output: Path, *overrides: str, recipe: Path = RECIPE, tiny: bool = T
 def runs(tmp_path_factory, data_root):
     """A tiny recipe; the same again from the recipe.toml the first run recorded; another seed."""
     root = tmp_path_factory.mktemp("bilstm")
+    threads = torch.get_num_threads()
     results = {
         "a": run_cli(root / "a"),
         "b": run_cli(root / "b", recipe=root / "a" / "recipe.toml", tiny=False),
@@ -44,6 +46,7 @@ def runs(tmp_path_factory, data_root):
     }
     for name, result in results.items():
         assert result.exit_code == 0, f"{name}: {result.output}"
+    assert torch.get_num_threads() == threads  # the recipe's trainer.threads = 1 held for its runs only
     return {name: root / name for name in results}
 
 
