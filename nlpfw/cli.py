@@ -328,6 +328,31 @@ def export(ctx: click.Context, run_dir: Path, onnx_out: Path) -> None:
                "onnxruntime gave the model's own tags on a check batch")  # fmt: skip
 
 
+@cli.command()
+@RUN_DIR
+@click.pass_context
+@user_errors
+def report(ctx: click.Context, run_dir: Path) -> None:
+    """Rebuild a run's report.txt, report.md and plots from its metrics.jsonl and report.json."""
+    from nlpfw.run_report import headline, read_run, write_reports
+
+    paths = write_reports(run_dir)
+    click.echo(headline(read_run(run_dir)))
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+@user_errors
+def compare(ctx: click.Context, run_dirs: tuple[Path, ...]) -> None:
+    """Print runs side by side: overall scores, timings and per-entity F1 of each best epoch."""
+    from nlpfw.run_report import compare_table, read_run
+
+    Console().print(compare_table([read_run(d) for d in run_dirs]))
+
+
 @cli.command("list-plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
