@@ -126,11 +126,19 @@ def find(run_dir: Path) -> Path | None:
     return previous[-1] if previous else None
 
 
-def load(run_dir: Path) -> Checkpoint:
-    """Read the run's checkpoint, or raise `CheckpointError` saying what is wrong."""
+def require(run_dir: Path) -> Path:
+    """The run's checkpoint folder, or `CheckpointError` when it has none."""
     folder = find(run_dir)
     if folder is None:
-        raise CheckpointError(f"{run_dir}: no checkpoint to resume from ({run_dir / FOLDER} is missing)")
+        what = "is not a folder" if not run_dir.is_dir() else f"has no {FOLDER}/"
+        raise CheckpointError(f"--resume: {run_dir} {what}: no checkpoint to resume from; give a run folder "
+                              "that was interrupted, or start a new run without --resume")  # fmt: skip
+    return folder
+
+
+def load(run_dir: Path) -> Checkpoint:
+    """Read the run's checkpoint, or raise `CheckpointError` saying what is wrong."""
+    folder = require(run_dir)
     try:
         state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
         if state.get("format") != FORMAT:

@@ -94,13 +94,16 @@ def validate(ctx: click.Context, recipes: tuple[Path, ...], overrides: tuple[str
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[RUN_DIR]",
               help="Continue an interrupted run from its checkpoint: RUN_DIR, or alone the "
                    "newest runs/<recipe>-* folder.")  # fmt: skip
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train data-parallel in N processes on this machine (torchrun; one per GPU, or gloo on CPU).")  # fmt: skip
 @click.pass_context
 @user_errors
 def run(
     ctx: click.Context, recipe: Path, overrides: tuple[str, ...], output: Path | None, overwrite: bool,
-    no_cache: bool, resume: str | None,
+    no_cache: bool, resume: str | None, nproc: int,
 ) -> None:  # fmt: skip
     """Train the model a recipe describes."""
+    from nlpfw import checkpoint, distributed
     from nlpfw.recipe import load_recipe
 
     pm, registry = _plugins(ctx)
@@ -111,32 +114,73 @@ def run(
     from nlpfw.trainer import Interrupted
 
     _quiet_transformers()
-    console = Console()
+    if nproc > 1 and distributed.setup().active:
+        raise NlpfwError("--nproc: this process was already started by torchrun; leave --nproc out")
+    context = distributed.setup()
+    console = Console(quiet=not context.main)
     if resume is not None:
         folder = latest_run(loaded.name) if resume == "latest" else Path(resume)
+        checkpoint.require(folder)
         saved = load_recipe(folder / "recipe.toml", registry)
         if saved.to_dict() != loaded.to_dict():
             console.print(f"[yellow]Note:[/] resuming with the run's own recipe, {folder / 'recipe.toml'}; "
                           f"{recipe} (with --set) differs from it")  # fmt: skip
         loaded = saved
     else:
-        folder = prepare_output_dir(output or default_output_dir(loaded.name), overwrite)
-    console.print(f"Run folder: [bold]{folder}[/]")
+        # rank 0 checks and names the folder (a default name holds the time), the others take it
+        folder = context.broadcast(
+            prepare_output_dir(output or default_output_dir(loaded.name), overwrite) if context.main else None
+        )
+    if nproc > 1:
+        _launch(ctx, recipe, overrides, folder, overwrite, no_cache, resume is not None, nproc, console)
+        return
+    console.print(f"Run folder: [bold]{folder}[/]" + (f" ({context.world} processes)" if context.active else ""))
+    resume_with = f"nlpfw run {recipe} --resume {folder}" + (f" --nproc {context.world}" if context.active else "")
     try:
-        history = run_recipe(loaded, folder, registry, pm, console, use_cache=not no_cache, resume=resume is not None)
+        history = run_recipe(loaded, folder, registry, pm, console, use_cache=not no_cache,
+                             resume=resume is not None, context=context)  # fmt: skip
     except Interrupted as stop:
         where = f"epoch {stop.position.epoch}, batch {stop.position.batch}, step {stop.position.step}"
         console.print(f"[red]Interrupted[/] at {where}; the checkpoint is in {folder / 'checkpoint'}.\n"
-                      f"Resume with: nlpfw run {recipe} --resume {folder}")  # fmt: skip
+                      f"Resume with: {resume_with}")  # fmt: skip
         sys.exit(130)
     except KeyboardInterrupt:
         console.print(f"[red]Interrupted.[/] {folder} keeps the best model and the last checkpoint saved so far; "
-                      f"resume with: nlpfw run {recipe} --resume {folder}")  # fmt: skip
+                      f"resume with: {resume_with}")  # fmt: skip
         sys.exit(130)
+    finally:
+        distributed.teardown(context)
     best = history.best  # the runner always evaluates at least once
     console.print(
         f"Done: best dev F1 {best['scores']['overall']['f1']:.4f} "
         f"at epoch {best['epoch']}. Run folder: [bold]{folder}[/]"
+    )
+
+
+def _launch(
+    ctx: click.Context, recipe: Path, overrides: tuple[str, ...], folder: Path, overwrite: bool,
+    no_cache: bool, resume: bool, nproc: int, console: Console,
+) -> None:  # fmt: skip
+    """`nlpfw run --nproc N`: the same run in N torchrun processes, into the folder chosen here."""
+    from nlpfw import checkpoint
+    from nlpfw.distributed import launch
+
+    args = [arg for module in ctx.obj["plugins"] for arg in ("-p", module)] + ["run", str(recipe)]
+    args += [arg for item in overrides for arg in ("--set", item)]
+    args += ["--resume", str(folder)] if resume else ["-o", str(folder)] + (["--overwrite"] if overwrite else [])
+    args += ["--no-cache"] if no_cache else []
+    console.print(f"Launching {nproc} processes: torchrun --standalone --nproc-per-node {nproc} -m nlpfw {' '.join(args)}")
+    code = launch(nproc, args)
+    if code == 0:
+        return
+    kept = checkpoint.find(folder)
+    state = f"the last checkpoint, {kept}, is intact" if kept else "no checkpoint had been written yet"
+    resume_with = f"nlpfw run {recipe} --resume {folder} --nproc {nproc}" if kept else f"nlpfw run {recipe} --nproc {nproc}"
+    if code == 130:
+        sys.exit(130)  # Ctrl-C: rank 0 said where it stopped and how to resume
+    raise NlpfwError(
+        f"a training process failed (torchrun exit code {code}; its error is above) and torchrun stopped the "
+        f"others; {state}. Once the cause is fixed: {resume_with}"
     )
 
 
@@ -264,6 +308,49 @@ def predict(
         io.write_text(output, "".join(f"{line}\n" for line in lines))
         entities = sum(len(r["entities"]) for r in results)
         console.print(f"Wrote {len(lines):,} texts, {entities:,} entities to {output}")
+
+
+@cli.command()
+@RUN_DIR
+@click.option("--onnx", "onnx_out", type=click.Path(path_type=Path), required=True,
+              help="Write the ONNX graph here (and its labels beside it, in OUT.json).")  # fmt: skip
+@click.pass_context
+@user_errors
+def export(ctx: click.Context, run_dir: Path, onnx_out: Path) -> None:
+    """Export a trained model, encoder and decoder (CRF included), to one ONNX graph."""
+    from nlpfw.export import export_onnx
+
+    _quiet_transformers()
+    _, registry = _plugins(ctx)
+    out = export_onnx(run_dir, onnx_out, registry)
+    size = out.stat().st_size / 2**20
+    click.echo(f"Wrote {out} ({size:.1f} MiB; inputs input_ids, mask; output tags) and {out.name}.json (labels); "
+               "onnxruntime gave the model's own tags on a check batch")  # fmt: skip
+
+
+@cli.command()
+@RUN_DIR
+@click.pass_context
+@user_errors
+def report(ctx: click.Context, run_dir: Path) -> None:
+    """Rebuild a run's report.txt, report.md and plots from its metrics.jsonl and report.json."""
+    from nlpfw.run_report import headline, read_run, write_reports
+
+    paths = write_reports(run_dir)
+    click.echo(headline(read_run(run_dir)))
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+@user_errors
+def compare(ctx: click.Context, run_dirs: tuple[Path, ...]) -> None:
+    """Print runs side by side: overall scores, timings and per-entity F1 of each best epoch."""
+    from nlpfw.run_report import compare_table, read_run
+
+    Console().print(compare_table([read_run(d) for d in run_dirs]))
 
 
 @cli.command("list-plugins")

@@ -39,15 +39,20 @@ class Tagger(nn.Module):
         return self.decoder.decode(self.encoder(input_ids, mask), mask)
 
 
-def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
-    """Write the model folder `model_dir` as the ONNX graph `out` (atomically) and its sidecar
-    `OUT.json` (labels, entity types, window and stride); return `out`. The graph is checked in onnxruntime against the model first."""
-    loaded = load_model(model_dir, registry)  # raises NlpfwError for a folder that holds no model
+def _require_onnx() -> None:
     for name in REQUIRED:
         try:
             importlib.import_module(name)
         except ImportError:
             raise NlpfwError(f"ONNX export needs {', '.join(REQUIRED)}: pip install 'nlpfw[onnx]'") from None
+
+
+def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
+    """Write the model folder `model_dir` as the ONNX graph `out` (atomically) and its sidecar
+    `OUT.json` (labels, entity types, window and stride); return `out`. Before the graph is
+    kept, onnxruntime runs it on a check batch and must give the model's own tags."""
+    loaded = load_model(model_dir, registry)  # raises NlpfwError for a folder that holds no model
+    _require_onnx()
     tagger = Tagger(loaded).eval().requires_grad_(False)  # no autograd: torch.scan exports only then
     max_chars = loaded.model.encoder.max_chars
     batch = torch.export.Dim("batch")
@@ -114,3 +119,27 @@ def _save_checked(program: Any, path: Path, tagger: Tagger, loaded: LoadedModel)
         expected = tagger(batch["input_ids"], batch["mask"]).numpy()
     if tags.shape != expected.shape or not (tags == expected).all():
         raise NlpfwError("the exported ONNX graph gives other tags than the model on a check batch")
+
+
+class OnnxTagger:
+    """An exported graph run by onnxruntime, in the place of a `TaggingModel`: with the model
+    folder's tokenizer and task, `nlpfw.model.predict_spans(OnnxTagger(path), ...)` batches,
+    windows and merges exactly as the PyTorch model does."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        _require_onnx()
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def eval(self) -> OnnxTagger:
+        return self
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> tuple[None, torch.Tensor]:
+        (tags,) = self.session.run(
+            None, {"input_ids": batch["input_ids"].cpu().numpy(), "mask": batch["mask"].cpu().numpy()}
+        )
+        return None, torch.from_numpy(tags)

@@ -11,7 +11,7 @@ indexes the original text, whatever the text holds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -122,6 +122,7 @@ class Encoder(nn.Module):
     config_model: ClassVar[type[Config]] = EncoderConfig
     output_dim: int
     max_chars: int | None = None
+    needs_training_texts: ClassVar[bool] = False  # True: the runner calls fit_texts before char_ids
 
     def __init__(self, config: Config):
         super().__init__()
@@ -139,6 +140,14 @@ class Encoder(nn.Module):
 
     def save(self, directory: Path) -> None:
         """Write what `from_saved` needs (tokenizer, architecture), but not the weights."""
+        raise NotImplementedError
+
+    def fit_texts(self, texts: Iterable[str]) -> None:
+        """Learn what depends on the data (a vocabulary built from the training texts).
+
+        Called by the runner once, after `from_config` and before any `char_ids`, with the
+        texts of the training split, on encoders whose `needs_training_texts` is true; what it
+        learns must be written by `save`, since `from_saved` never sees the texts."""
         raise NotImplementedError
 
     def char_ids(self, text: str) -> Sequence[int]:

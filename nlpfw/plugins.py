@@ -32,6 +32,7 @@ BUILTIN_PLUGINS = (
     "nlpfw_plugins.conll",
     "nlpfw_plugins.jsonl_spans",
     "nlpfw_plugins.bert",
+    "nlpfw_plugins.bilstm",
     "nlpfw_plugins.crf",
     "nlpfw_plugins.softmax",
 )

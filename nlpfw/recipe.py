@@ -65,6 +65,8 @@ class TrainerConfig(Config):
     stride: int | None = Field(
         default=None, ge=0, description="characters shared by neighbouring windows (default: window // 4)"
     )
+    threads: int | None = Field(default=None, ge=1, description="CPU threads torch computes with (default: torch's)")
+    tensorboard: bool = Field(default=False, description="log each epoch to RUN_DIR/tensorboard (needs tensorboard)")
 
     @model_validator(mode="after")
     def _stride_below_window(self) -> TrainerConfig:

@@ -99,6 +99,23 @@ def render_text(tables: Sequence[Table], width: int = 120) -> str:
     return buffer.getvalue()
 
 
+def render_markdown(table: Table) -> str:
+    """One result table as a Markdown table under a `###` heading, its caption below it."""
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    columns = table.columns
+    rows = list(zip(*(list(column.cells) for column in columns)))
+    align = {"right": "---:", "center": ":---:"}
+    lines = [f"### {table.title}", ""] if table.title else []
+    lines.append("| " + " | ".join(cell(c.header) for c in columns) + " |")
+    lines.append("| " + " | ".join(align.get(c.justify, "---") for c in columns) + " |")
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    if table.caption:
+        lines += ["", f"*{cell(table.caption)}*"]
+    return "\n".join(lines) + "\n"
+
+
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 

@@ -4,10 +4,13 @@ The runner knows components only through the registry; it never imports a built-
 A run folder holds:
 
     recipe.toml      the resolved recipe (every default filled in)
-    plugins.json     the plugins and versions that supplied each component, and the environment
+    plugins.json     the plugins and versions that supplied each component, the environment
+                     (versions, device, threads), the seed, the data files' sha256, the command to repeat it
     metrics.jsonl    one record per evaluation (scores, losses, timings)
     report.json      the best evaluation, the data summary and the published reference
     report.txt       the three result tables of the best evaluation
+    report.md        the same in Markdown, the epochs, and the plots curves.png, entities.png
+                     (see nlpfw.run_report; `nlpfw report RUN_DIR` rebuilds them)
     model/           the self-contained model (see nlpfw.model)
     checkpoint/      the latest training state, to resume from (see nlpfw.checkpoint)
 """
@@ -17,24 +20,31 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 
 from nlpfw import __version__, checkpoint, io
-from nlpfw.cache import Corpus, prepare_corpus
+from nlpfw.cache import Corpus, file_digest, prepare_corpus
+from nlpfw.distributed import SINGLE, Context, rank_device
 from nlpfw.corpus import window_settings
 from nlpfw.data import data_root as default_data_root
 from nlpfw.device import amp_dtype, resolve_device
 from nlpfw.errors import DataError, RunDirError
+from nlpfw.interfaces import Dataset
 from nlpfw.model import TaggingModel, save_model
 from nlpfw.plugins import PluginManager, plugin_records
 from nlpfw.recipe import Recipe
 from nlpfw.registry import Registry
-from nlpfw.report import METRIC_NOTES, render_text, result_tables
+from nlpfw.report import METRIC_NOTES, result_tables
+from nlpfw.run_report import write_reports
+from nlpfw.tensorboard_log import EpochLog
 from nlpfw.trainer import History, Trainer, set_seed
 
 
@@ -67,24 +77,45 @@ def prepare_output_dir(path: Path, overwrite: bool) -> Path:
     return path  # created by the first file written into it
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, context: Context = SINGLE) -> dict[str, Any]:
     import transformers
 
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     elif device.type == "cpu":
-        name = f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+        threads = torch.get_num_threads()
+        name = f"CPU {platform.machine()}, {threads} thread{'' if threads == 1 else 's'}"
     else:
         name = "Apple MPS"
+    if context.active:
+        name = f"{context.world} x {name}"
     return {
         "nlpfw": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "pytorch-crf": _version("pytorch-crf"),
         "platform": platform.platform(),
         "device": str(device),
         "device_name": name,
         "threads": torch.get_num_threads(),
+        "processes": context.world,
+    }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def data_files(dataset: Dataset, splits: Sequence[str]) -> dict[str, list[dict[str, str]]]:
+    """The files each split was read from, with their sha256, so a rerun can check its data."""
+    return {
+        split: [{"path": str(path), "sha256": file_digest(Path(path))} for path in dataset.files(split) or ()]
+        for split in splits
     }
 
 
@@ -97,22 +128,53 @@ def run(
     data_root: Path | None = None,
     use_cache: bool = True,
     resume: bool = False,
+    context: Context = SINGLE,
 ) -> History:
     """Train the recipe and write the run folder; return the evaluation history.
 
-    With `resume`, continue the run in `output_dir` from its checkpoint."""
+    With `resume`, continue the run in `output_dir` from its checkpoint. In a distributed run
+    (`context`) every rank trains and evaluates its share; only rank 0 writes files.
+    `trainer.threads` applies for the run only; the caller's thread count is restored after."""
+    threads = torch.get_num_threads()
+    if recipe.trainer.threads is not None:
+        torch.set_num_threads(recipe.trainer.threads)
+    try:
+        return _run(recipe, output_dir, registry, pm, console, data_root, use_cache, resume, context)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    recipe: Recipe,
+    output_dir: Path,
+    registry: Registry,
+    pm: PluginManager,
+    console: Console,
+    data_root: Path | None,
+    use_cache: bool,
+    resume: bool,
+    context: Context,
+) -> History:
     saved = checkpoint.load(output_dir) if resume else None
+    tensorboard = EpochLog(output_dir / "tensorboard") if recipe.trainer.tensorboard and context.main else None
     data_root = data_root or default_data_root()
-    device = resolve_device(recipe.trainer.device)
+    device = rank_device(context, resolve_device(recipe.trainer.device))
     amp = amp_dtype(device, recipe.trainer.amp)
     dataset = recipe.dataset.component.cls(recipe.dataset.config, data_root)
     set_seed(recipe.trainer.seed)  # the encoder and decoder initialise from the seed
     encoder = recipe.encoder.component.cls.from_config(recipe.encoder.config, data_root)
+    if encoder.needs_training_texts:  # a vocabulary from the data; a fresh reader keeps `skipped` single
+        vocab_source = recipe.dataset.component.cls(recipe.dataset.config, data_root)
+        encoder.fit_texts(example.text for example in vocab_source.load("train"))
     window, stride = window_settings(recipe.trainer.window, recipe.trainer.stride, encoder.max_chars)
     start = time.perf_counter()
+    if not context.main:
+        context.barrier()  # rank 0 reads, encodes and caches the corpus first; the others read the cache
     corpus = prepare_corpus(
         recipe.task, recipe.dataset, dataset, encoder, ("train", "dev"), window, stride, use_cache
     )
+    if context.main:
+        context.barrier()
     load_time = time.perf_counter() - start
     for split in ("train", "dev"):
         if not corpus.splits[split].stats.labelled:
@@ -122,9 +184,20 @@ def run(
     model = TaggingModel(encoder, decoder).to(device)
 
     # Written once assembly has succeeded, so a recipe that fails to load leaves no half run behind.
-    io.write_text(output_dir / "recipe.toml", recipe.to_toml())
-    env = environment(device)
-    io.write_json(output_dir / "plugins.json", {"plugins": plugin_records(pm, registry), "environment": env})
+    env = environment(device, context)
+    if context.main:
+        io.write_text(output_dir / "recipe.toml", recipe.to_toml())
+        io.write_json(
+            output_dir / "plugins.json",
+            {
+                "plugins": plugin_records(pm, registry),
+                "environment": env,
+                "seed": recipe.trainer.seed,
+                "data_root": str(data_root),
+                "data_files": data_files(dataset, ("train", "dev")),
+                "repeat": f"nlpfw run {output_dir / 'recipe.toml'} -o NEW_RUN_DIR",
+            },
+        )
     summary = data_summary(corpus, window, stride, load_time)
     console.print(
         f"[bold]{recipe.name}[/]: {train.stats.examples:,} train / {dev.stats.examples:,} dev texts "
@@ -155,9 +228,13 @@ def run(
     def on_epoch(history: History) -> None:
         record = history.epochs[-1]
         record["device"] = env["device_name"]
+        if not context.main:
+            return
         if record["best"]:
             save_model(output_dir / "model", model, task, recipe)
         io.write_jsonl(output_dir / "metrics.jsonl", history.epochs)
+        if tensorboard is not None:
+            tensorboard.log(record)
         console.print(
             f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, dev loss "
             f"{record['dev_loss']:.4f}, dev F1 {record['scores']['overall']['f1']:.4f}"
@@ -166,15 +243,21 @@ def run(
         for table in result_tables(record, task.entity_types, reference):
             console.print(table)
 
-    trainer = Trainer(model, task, recipe.trainer, device, amp, console)
+    trainer = Trainer(model, task, recipe.trainer, device, amp, console, context)
     if saved is not None:
         position = saved.position
         console.print(f"Resuming from {checkpoint.find(output_dir)}: epoch {position.epoch}, "
                       f"batch {position.batch}, step {position.step}")  # fmt: skip
-    history = trainer.fit(train, dev, on_epoch, output_dir, saved)
+    try:
+        history = trainer.fit(train, dev, on_epoch, output_dir, saved)
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
 
     best = history.best
     assert best is not None
+    if not context.main:
+        return history
     tables = result_tables(best, task.entity_types, reference)
     io.write_json(
         output_dir / "report.json",
@@ -186,14 +269,11 @@ def run(
             "epochs_run": len(history.epochs),
             "stopped_early": history.stopped_early,
             "data": summary,
+            "entity_types": task.entity_types,
             "reference": asdict(reference) if reference else None,
         },
     )
-    io.write_text(
-        output_dir / "report.txt",
-        f"{recipe.name}: best dev F1 {best['scores']['overall']['f1']:.4f} at epoch {best['epoch']}\n"
-        f"metric: {METRIC_NOTES[best['scoring']]}\n\n{render_text(tables)}",
-    )
+    write_reports(output_dir)
     console.rule(f"Best model: epoch {best['epoch']}")
     for table in tables:
         console.print(table)

@@ -13,7 +13,6 @@ rank of a distributed run computes the same plan and takes its own share.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -32,9 +31,14 @@ class LengthBucketSampler(torch.utils.data.Sampler[list[int]]):
 
     Randomness comes from `generator` (its state advances by each iteration), or, when it is
     None, from a generator seeded with `seed + epoch` (`set_epoch`), as `DistributedSampler`
-    does. With `num_replicas > 1`, rank `rank` takes every `num_replicas`-th group of the
-    shared plan; all ranks take the same number of groups, so a remainder of fewer than
-    `num_replicas` groups is left out of that epoch (a different one each epoch).
+    does. With `num_replicas > 1`, `batch_size` is the global batch: every rank computes the
+    same plan and takes its own share of every batch (rank r the r-th of `num_replicas` nearly
+    equal, contiguous parts, so the shares of a length-sorted batch have nearly one length).
+    The plan, and so a position in it, is the same whatever the number of ranks; a batch of
+    fewer items than ranks (the short last one, rarely) is left out, since every rank must
+    take part in every step. `weights[i]` is the share's size times the ranks over the
+    batch's size: scaling a rank's mean loss by it makes the ranks' average the whole batch's
+    mean.
     """
 
     def __init__(
@@ -61,7 +65,8 @@ class LengthBucketSampler(torch.utils.data.Sampler[list[int]]):
         self.epoch = 0
         self.num_replicas = num_replicas
         self.rank = rank
-        self.batches: list[list[int]] = []  # the batches of the latest iteration, in order
+        self.batches: list[list[int]] = []  # this rank's batches of the latest iteration, in order
+        self.weights: list[float] = []  # and their loss weights (all 1.0 in one process)
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed for `epoch` (only used when there is no generator)."""
@@ -69,23 +74,20 @@ class LengthBucketSampler(torch.utils.data.Sampler[list[int]]):
 
     def __len__(self) -> int:
         n = len(self.lengths)
-        if self.num_replicas == 1:
-            return math.ceil(n / self.batch_size)
-        step = self.batch_size * self.group
-        groups = [self._batches_in(step)] * (n // step) + ([self._batches_in(n % step)] if n % step else [])
-        return sum(groups[: len(groups) // self.num_replicas * self.num_replicas][self.rank :: self.num_replicas])
-
-    def _batches_in(self, items: int) -> int:
-        return math.ceil(items / self.batch_size)
+        short = n % self.batch_size
+        return n // self.batch_size + (0 < short and short >= self.num_replicas)
 
     def __iter__(self) -> Iterator[list[int]]:
         generator = self.generator
         if generator is None:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        groups = self.plan(generator)
-        if self.num_replicas > 1:
-            groups = groups[: len(groups) // self.num_replicas * self.num_replicas][self.rank :: self.num_replicas]
-        self.batches = [batch for group in groups for batch in group]
+        batches = [batch for group in self.plan(generator) for batch in group]
+        if self.num_replicas == 1:
+            self.batches, self.weights = batches, [1.0] * len(batches)
+        else:
+            whole = [batch for batch in batches if len(batch) >= self.num_replicas]
+            self.batches = [np.array_split(batch, self.num_replicas)[self.rank].tolist() for batch in whole]
+            self.weights = [len(mine) * self.num_replicas / len(batch) for mine, batch in zip(self.batches, whole)]
         return iter(self.batches)
 
     def plan(self, generator: torch.Generator) -> list[list[list[int]]]:

@@ -5,12 +5,14 @@ bf16 matrix units), evaluation every epoch, the best model kept by dev F1, and e
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from torch.nn.parallel import DistributedDataParallel
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,6 +35,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from nlpfw import checkpoint
 from nlpfw.corpus import EncodedSplit
+from nlpfw.distributed import SINGLE, Context
 from nlpfw.device import autocast, keep_freed_memory, set_cpu_threads, synchronize
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Task
@@ -92,6 +96,34 @@ class NonFiniteLoss(NlpfwError):
     """The training loss became NaN or infinite."""
 
 
+class OutOfMemory(NlpfwError):
+    """A batch did not fit in the device's memory."""
+
+
+@contextmanager
+def out_of_memory(
+    batch: dict[str, torch.Tensor] | None, key: str, size: int, epoch: int, index: int | None = None
+) -> Iterator[None]:
+    """Turn the device running out of memory (CUDA, MPS or the CPU allocator) into an
+    `OutOfMemory` that names the batch and the recipe key to lower."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not isinstance(error, torch.OutOfMemoryError) and "out of memory" not in str(error).lower() and (
+            "can't allocate memory" not in str(error)
+        ):
+            raise
+        where = f"batch {index} of epoch {epoch}" if index is not None else f"evaluating epoch {epoch}"
+        shape = f", {tuple(batch['input_ids'].shape)} [texts, characters]" if batch else ""
+        smaller = max(size // 2, 1)
+        raise OutOfMemory(
+            f"out of memory at {where} ({key} = {size}{shape}): {str(error).splitlines()[0]}. "
+            f"Set a smaller batch, e.g. --set {key}={smaller}"
+            + (" (with trainer.grad_accum_steps doubled to keep the effective batch)" if index is not None else "")
+            + ", or a shorter trainer.window"
+        ) from None
+
+
 @dataclass
 class History:
     """What `fit` leaves behind: one record per evaluation, and the best one."""
@@ -110,8 +142,10 @@ class Trainer:
         device: torch.device,
         amp: torch.dtype | None,
         console: Console,
+        context: Context = SINGLE,
     ):
         self.model = model
+        self.context = context
         self.task = task
         self.config = config
         self.device = device
@@ -127,6 +161,11 @@ class Trainer:
             model.encoder.compile(dynamic=True)  # in place: parameter names (and checkpoints) unchanged
         if hasattr(model.decoder, "constrain"):
             model.decoder.constrain(task.labels)
+        # Training steps run through `ddp` (DDP averages the ranks' gradients); everything else
+        # (decoding, saving, the decoder's own attributes) uses `model`, never the wrapper.
+        self.ddp: torch.nn.Module = model
+        if context.active:
+            self.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def fit(
         self,
@@ -142,13 +181,14 @@ class Trainer:
         With `run_dir`, checkpoints are written there every `checkpoint_every` steps, at each
         epoch end and on Ctrl-C; `resume` continues from one exactly where it stopped.
         """
-        cfg = self.config
-        set_seed(cfg.seed)
+        cfg, context = self.config, self.context
+        set_seed(cfg.seed + context.rank)  # each rank its own dropout; the weights come from rank 0
         self.run_dir = run_dir
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.sampler = LengthBucketSampler(
-            train.window_length, cfg.batch_size, self.generator, cfg.bucket_batches, cfg.grad_accum_steps
-        )
+            train.window_length, cfg.batch_size, self.generator, cfg.bucket_batches, cfg.grad_accum_steps,
+            num_replicas=context.world, rank=context.rank,
+        )  # fmt: skip
         loader = torch.utils.data.DataLoader(
             train, batch_sampler=self.sampler, generator=self.generator, collate_fn=self.task.collate
         )
@@ -199,7 +239,7 @@ class Trainer:
             position.epoch, position.batch, position.epoch_loss = epoch + 1, 0, 0.0
             self.epoch_start_rng = self.generator.get_state()
             self._checkpoint(self._snapshot())
-            if _StopOnInterrupt.pending:
+            if self._agree(_StopOnInterrupt.pending):
                 raise Interrupted(self.run_dir, position)
             if cfg.max_steps is not None and position.step >= cfg.max_steps:
                 break
@@ -236,6 +276,7 @@ class Trainer:
         running = torch.full((), position.running, device=self.device)
         position.running = 0.0  # taken over by `running`; a resumed run's sum must not recur next epoch
         first_bad = torch.full((), -1, device=self.device)  # index of the first non-finite loss
+        stop = False
         with progress, _StopOnInterrupt(self.console) as interrupt:
             for index, batch in enumerate(loader):
                 if index >= batches:
@@ -243,26 +284,34 @@ class Trainer:
                 if index < position.batch:
                     continue  # trained before the stop
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                with autocast(self.device, self.amp):
-                    loss = self.model(batch)
-                if not self._skip(loss, index, first_bad):
-                    self.scaler.scale(loss / cfg.grad_accum_steps).backward()
-                    running += loss.detach().float()
+                boundary = (index + 1) % cfg.grad_accum_steps == 0 or index + 1 == batches
+                with out_of_memory(batch, "trainer.batch_size", cfg.batch_size, self.position.epoch, index + 1):
+                    # gradients are averaged over the ranks only on the batch that steps
+                    with self._no_sync(not boundary), autocast(self.device, self.amp):
+                        loss = self.ddp(batch)
+                    if not self._skip(loss, index, first_bad):
+                        scaled = loss / cfg.grad_accum_steps
+                        if self.context.active:  # this rank's share of the batch, weighed by its size
+                            scaled = scaled * self.sampler.weights[index]
+                        with self._no_sync(not boundary):
+                            self.scaler.scale(scaled).backward()
+                        running += loss.detach().float()
                 position.seen += 1
                 progress.advance(bar)
-                boundary = (index + 1) % cfg.grad_accum_steps == 0 or index + 1 == batches
                 if boundary:
                     self._step()
                     position.step += 1
                     position.batch = index + 1
                 if position.seen == cfg.log_every or index + 1 == batches:
-                    self._read_out(running, first_bad, progress, bar)
+                    stop = self._read_out(running, first_bad, progress, bar, interrupt.requested)
+                if not self.context.active:
+                    stop = interrupt.requested  # in a distributed run, the ranks agree at read-outs
                 if boundary and index + 1 < batches:
                     periodic = cfg.checkpoint_every is not None and position.step % cfg.checkpoint_every == 0
-                    if periodic or interrupt.requested:
+                    if periodic or stop:
                         self._check_finite(first_bad)
                         self._checkpoint(self._snapshot(running))
-                    if interrupt.requested:
+                    if stop:
                         raise Interrupted(self.run_dir, position)
         self._check_finite(first_bad)
         return position.epoch_loss / max(batches, 1)
@@ -270,7 +319,8 @@ class Trainer:
     def _skip(self, loss: torch.Tensor, index: int, first_bad: torch.Tensor) -> bool:
         """Note a NaN or infinite loss; under on_nan = "skip", say whether to leave the batch out."""
         if self.config.on_nan == "skip":  # needs the value now: one sync per batch
-            if torch.isfinite(loss).item():
+            bad = (~torch.isfinite(loss.detach())).float()
+            if not self.context.all_reduce(bad).item():  # every rank skips, or none
                 return False
             self.console.print(
                 f"[yellow]Skipped[/] batch {index + 1} of epoch {self.position.epoch}: the loss is {loss.item()}"
@@ -279,8 +329,26 @@ class Trainer:
         first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), index, first_bad))
         return False
 
+    def _no_sync(self, skip: bool) -> contextlib.AbstractContextManager:
+        """DDP's `no_sync` (keep gradients local) on the accumulated batches that do not step."""
+        return self.ddp.no_sync() if skip and self.context.active else contextlib.nullcontext()
+
+    def _agree(self, flag: bool) -> bool:
+        """Whether any rank says `flag` (one process: `flag`)."""
+        if not self.context.active:
+            return flag
+        return bool(self.context.all_reduce(torch.tensor([float(flag)], device=self.device), "max").item())
+
+    def _first_bad(self, first_bad: torch.Tensor) -> int:
+        """The first batch with a non-finite loss on any rank, or -1."""
+        if not self.context.active:
+            return int(first_bad.item())
+        pending = torch.where(first_bad < 0, torch.iinfo(torch.int64).max, first_bad.long()).reshape(1)
+        bad = int(self.context.all_reduce(pending, "min").item())
+        return -1 if bad == torch.iinfo(torch.int64).max else bad
+
     def _check_finite(self, first_bad: torch.Tensor) -> None:
-        bad = int(first_bad.item())
+        bad = self._first_bad(first_bad)
         if bad < 0:
             return
         kept = checkpoint.find(self.run_dir) if self.run_dir is not None else None
@@ -302,16 +370,28 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _read_out(self, running: torch.Tensor, first_bad: torch.Tensor, progress: Progress, bar: Any) -> None:
-        """Move the running loss into the epoch's sum and show it: the loop's one host-device sync."""
-        position = self.position
-        logged, bad = torch.stack([running, first_bad.to(running.dtype)]).tolist()
-        if bad >= 0:
+    def _read_out(
+        self, running: torch.Tensor, first_bad: torch.Tensor, progress: Progress, bar: Any, interrupted: bool
+    ) -> bool:
+        """Move the running loss into the epoch's sum and show it: the loop's one host-device
+        sync. In a distributed run the loss is the ranks' mean, and the ranks agree here on a
+        non-finite loss and on Ctrl-C; return whether to stop."""
+        position, context = self.position, self.context
+        if context.active:
+            bad = torch.where(first_bad < 0, torch.inf, first_bad.to(running.dtype))
+            flags = context.all_reduce(torch.stack([bad, -torch.tensor(float(interrupted), device=self.device)]), "min")
+            total = context.all_reduce(running.clone().reshape(1)) / context.world
+            logged, bad_index, stop = total.item(), flags[0].item(), -flags[1].item() > 0
+            bad_index = -1 if bad_index == torch.inf else bad_index
+        else:
+            (logged, bad_index), stop = torch.stack([running, first_bad.to(running.dtype)]).tolist(), interrupted
+        if bad_index >= 0:
             self._check_finite(first_bad)
         position.epoch_loss += logged
         progress.update(bar, loss=f"{logged / max(position.seen, 1):.4f}")
         running.zero_()
         position.seen = 0
+        return stop
 
     def _snapshot(self, running: torch.Tensor | None = None) -> checkpoint.Checkpoint:
         """The training state now (between optimizer steps), ready to write."""
@@ -327,7 +407,7 @@ class Trainer:
         )
 
     def _checkpoint(self, snapshot: checkpoint.Checkpoint) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.context.main:  # the ranks' models are identical
             checkpoint.save(self.run_dir, self.model, snapshot)
 
     def _restore(self, saved: checkpoint.Checkpoint) -> None:
@@ -339,7 +419,9 @@ class Trainer:
         self.position = saved.position
         self.epoch_start_rng = saved.rng.loader
         self.generator.set_state(saved.rng.loader)
-        saved.rng.restore()
+        saved.rng.restore()  # rank 0's; the other ranks draw their dropout from their own seeds
+        if self.context.rank:
+            torch.manual_seed(self.config.seed + self.context.rank + self.position.step)
 
     def _progress(self) -> Progress:
         return Progress(
@@ -350,4 +432,6 @@ class Trainer:
 
     def evaluate(self, dev: EncodedSplit) -> dict[str, Any]:
         """Dev loss, exact-span scores and valid timings, scored on the whole original texts."""
-        return evaluate_split(self.model, self.task, dev, self.config.eval_batch_size, self.device, self.eval_amp)
+        size = self.config.eval_batch_size
+        with out_of_memory(None, "trainer.eval_batch_size", size, self.position.epoch):
+            return evaluate_split(self.model, self.task, dev, size, self.device, self.eval_amp, self.context)

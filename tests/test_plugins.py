@@ -45,6 +45,7 @@ BUILTIN_SNAPSHOT = {
     ("dataset", "conll.v1"): "nlpfw_plugins.conll",
     ("dataset", "jsonl_spans.v1"): "nlpfw_plugins.jsonl_spans",
     ("encoder", "bert.v1"): "nlpfw_plugins.bert",
+    ("encoder", "bilstm.v1"): "nlpfw_plugins.bilstm",
     ("decoder", "crf.v1"): "nlpfw_plugins.crf",
     ("decoder", "softmax.v1"): "nlpfw_plugins.softmax",
 }
@@ -150,6 +151,7 @@ def test_builtin_plugin_records(pm: PluginManager) -> None:
         "nlpfw_plugins.conll": ("builtin", "0.1.0", ["register_datasets"], ["dataset: conll.v1"], None),
         "nlpfw_plugins.jsonl_spans": ("builtin", "0.1.0", ["register_datasets"], ["dataset: jsonl_spans.v1"], None),
         "nlpfw_plugins.bert": ("builtin", "0.1.0", ["register_encoders"], ["encoder: bert.v1"], None),
+        "nlpfw_plugins.bilstm": ("builtin", "0.1.0", ["register_encoders"], ["encoder: bilstm.v1"], None),
         "nlpfw_plugins.crf": ("builtin", "0.1.0", ["register_decoders"], ["decoder: crf.v1"], None),
         "nlpfw_plugins.softmax": ("builtin", "0.1.0", ["register_decoders"], ["decoder: softmax.v1"], None),
     }
@@ -252,7 +254,7 @@ def test_registry_rejects_unknown_kind() -> None:
 
 def test_unknown_name_suggests_and_lists(pm: PluginManager) -> None:
     registry = build_registry(pm)
-    expected = "unknown encoder 'bret.v1' (did you mean 'bert.v1'?); available: bert.v1"
+    expected = "unknown encoder 'bret.v1' (did you mean 'bert.v1'?); available: bert.v1, bilstm.v1"
     assert registry.unknown_message("encoder", "bret.v1") == expected
     with pytest.raises(RegistryError, match=f"^{re.escape(expected)}$"):
         registry.get("encoder", "bret.v1")

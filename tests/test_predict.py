@@ -24,7 +24,7 @@ MIXED = [
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, data_root):
-    result, output = train(tmp_path_factory.mktemp("predict"), "trainer.epochs=3", "dataset.limit=400")
+    result, output = train(tmp_path_factory.mktemp("predict"), "trainer.epochs=4", "dataset.limit=400")
     assert result.exit_code == 0, result.output
     return output
 

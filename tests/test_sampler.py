@@ -72,22 +72,32 @@ def test_accumulated_batches_hold_the_items_of_one_large_batch():
     assert small[124] == large[62][:8] and len(large[62]) == 8
 
 
-def test_ranks_share_one_plan_reshuffled_from_seed_and_epoch():
-    ranks = [LengthBucketSampler(LENGTHS, 24, None, seed=5, num_replicas=3, rank=r) for r in range(3)]
+def test_ranks_take_shares_of_every_batch_of_one_plan():
+    whole = plan(LengthBucketSampler(LENGTHS, 24, torch.Generator().manual_seed(5)))
+    ranks = [LengthBucketSampler(LENGTHS, 24, torch.Generator().manual_seed(5), num_replicas=3, rank=r) for r in range(3)]
     shares = [plan(s) for s in ranks]
-    assert [len(s) for s in shares] == [len(r) for r in ranks] == [14, 14, 14]
-    seen = [i for share in shares for b in share for i in b]
-    assert len(seen) == len(set(seen)) == 1000  # disjoint, and all 42 batches dealt out
-    four = [plan(LengthBucketSampler(LENGTHS, 24, None, seed=5, num_replicas=4, rank=r)) for r in range(4)]
-    seen = [i for share in four for b in share for i in b]
-    assert [len(s) for s in four] == [10] * 4
-    assert len(seen) == len(set(seen)) == 40 * 24  # the 2 batches that do not share out are left out
-    again = plan(LengthBucketSampler(LENGTHS, 24, None, seed=5, num_replicas=3, rank=1))
-    assert again == shares[1]
-    ranks[1].set_epoch(1)
-    assert plan(ranks[1]) != shares[1]
+    assert [len(s) for s in shares] == [len(r) for r in ranks] == [42, 42, 42]  # every rank in every step
+    for k, batch in enumerate(whole):
+        assert shares[0][k] + shares[1][k] + shares[2][k] == batch  # contiguous parts of the sorted batch
+    # the short last batch of 1000 - 41 * 24 = 16 items splits 6 / 5 / 5; weights make the mean exact
+    assert [len(s[41]) for s in shares] == [6, 5, 5]
+    assert [r.weights[41] for r in ranks] == [6 * 3 / 16, 5 * 3 / 16, 5 * 3 / 16]
+    assert all(r.weights[:41] == [1.0] * 41 for r in ranks)
+    # a short batch of fewer items than ranks is left out by every rank alike
+    seventeen = [LengthBucketSampler(LENGTHS[:1000 - 15], 24, torch.Generator().manual_seed(5), num_replicas=2, rank=r)
+                 for r in range(2)]  # fmt: skip
+    assert [len(s) for s in seventeen] == [41, 41] and [len(plan(s)) for s in seventeen] == [41, 41]
+    assert sum(len(b) for s in seventeen for b in s.batches) == 41 * 24
     with pytest.raises(ValueError, match="rank 3 is not in 0..2"):
         LengthBucketSampler(LENGTHS, 24, None, num_replicas=3, rank=3)
+
+
+def test_without_a_generator_the_plan_follows_seed_and_epoch():
+    sampler = LengthBucketSampler(LENGTHS, 24, None, seed=5)
+    first = plan(sampler)
+    assert plan(LengthBucketSampler(LENGTHS, 24, None, seed=5)) == first
+    sampler.set_epoch(1)
+    assert plan(sampler) != first
 
 
 TINY = [

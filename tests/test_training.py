@@ -58,7 +58,8 @@ def test_run_prints_the_three_tables_and_the_folder(crf_run):
 def test_run_folder_contents(crf_run, registry):
     _, output = crf_run
     assert sorted(p.name for p in output.iterdir()) == [
-        "checkpoint", "metrics.jsonl", "model", "plugins.json", "recipe.toml", "report.json", "report.txt",
+        "checkpoint", "curves.png", "entities.png", "metrics.jsonl", "model", "plugins.json", "recipe.toml",
+        "report.json", "report.md", "report.txt",
     ]  # fmt: skip
     assert sorted(p.name for p in (output / "checkpoint").iterdir()) == ["meta.json", "model.safetensors", "state.pt"]
     recipe = tomllib.loads((output / "recipe.toml").read_text(encoding="utf-8"))

@@ -1,0 +1,119 @@
+"""Data-parallel training with PyTorch's own engine: `torch.distributed` + DistributedDataParallel,
+launched by `torchrun` (or `nlpfw run --nproc N`, which runs torchrun for one machine).
+
+Each process (rank) holds a full copy of the model and trains on its share of every batch;
+DDP averages the gradients, so all ranks step alike. `trainer.batch_size` is the global batch,
+whatever the number of processes: a recipe means the same training on 1 GPU or 8, and its
+learning rate needs no scaling. Evaluation is sharded by text and the predictions gathered, so
+dev metrics equal a single process's exactly. Only rank 0 writes files and draws progress.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from nlpfw.errors import NlpfwError
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's place in the run: rank `rank` of `world` (`local_rank` on its machine)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes files and draws progress (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value`, on every rank."""
+        if not self.active:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order, on every rank."""
+        if not self.active:
+            return [value]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """`tensor` reduced over the ranks (in place): `sum`, `min` or `max`."""
+        if self.active:
+            dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}[op])
+        return tensor
+
+
+SINGLE = Context()
+
+
+def setup() -> Context:
+    """Join the process group that `torchrun` describes in the environment (`WORLD_SIZE`,
+    `RANK`, `LOCAL_RANK`, `MASTER_ADDR`, ...), or return the single-process context."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return SINGLE
+    context = Context(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(context.local_rank % torch.cuda.device_count())
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return context
+
+
+def teardown(context: Context) -> None:
+    if context.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_device(context: Context, device: torch.device) -> torch.device:
+    """Each rank on its own GPU of its machine (`cuda` -> `cuda:LOCAL_RANK`); CPU as it is."""
+    if context.active and device.type == "cuda":
+        return torch.device("cuda", context.local_rank % torch.cuda.device_count())
+    return device
+
+
+def launch(nproc: int, args: Sequence[str]) -> int:
+    """Run `nlpfw ARGS` in `nproc` processes on this machine through torchrun; its exit code."""
+    if shutil.which("torchrun") is None and not _has_module("torch.distributed.run"):
+        raise NlpfwError("--nproc needs torchrun (torch.distributed.run), which this torch lacks")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "-m", "nlpfw", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
+    try:
+        return subprocess.run(command, env=env).returncode
+    except KeyboardInterrupt:  # torchrun passes Ctrl-C on to the ranks, which save a checkpoint
+        return 130
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
