@@ -4,7 +4,7 @@ The same encoder weights, the same real CLUENER batches (batch 24, length-bucket
 trainer makes them) and the trainer's step (bf16 autocast where the CPU has bf16 matrix
 units, the CRF in float32, fused AdamW, clipping); steps of the two models alternate so that
 drift in the machine's speed hits both. Then the heads alone (loss forward + backward on the
-encoder's output) and where pytorch-crf's loss spends its time.
+encoder's output), where pytorch-crf's loss spends its time, and its loss against nlpfw's.
 
     flock /tmp/nlpfw-cpu.lock .venv/bin/python benchmarks/crf_vs_softmax.py [--steps 8]
 """
@@ -23,6 +23,7 @@ import _common  # noqa: E402
 
 from nlpfw.device import amp_dtype, autocast, keep_freed_memory  # noqa: E402
 from nlpfw.sampler import LengthBucketSampler  # noqa: E402
+from nlpfw_plugins.crf import log_likelihood  # noqa: E402
 
 
 def main() -> None:
@@ -84,6 +85,12 @@ def main() -> None:
         normalizer = _common.timed(lambda: crf._compute_normalizer(emissions, mask), 20, 3)
         score = _common.timed(lambda: crf._compute_score(emissions, tags, mask), 20, 3)
     print(f"  pytorch-crf forward: _compute_normalizer {normalizer * 1000:.2f} ms, _compute_score {score * 1000:.2f} ms")
+    emissions = crf_model.decoder.emissions(hidden).detach().requires_grad_(True)
+    tags, mask = batch["tags"], batch["mask"]
+    theirs = _common.timed(lambda: (-crf(emissions, tags, mask=mask, reduction="mean")).backward(), 20, 3)
+    ours = _common.timed(lambda: (-log_likelihood(crf, emissions, tags, mask).mean()).backward(), 20, 3)
+    print(f"  CRF loss forward + backward: pytorch-crf {theirs * 1000:.2f} ms, nlpfw log_likelihood "
+          f"{ours * 1000:.2f} ms ({theirs / ours:.1f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":
