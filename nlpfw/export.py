@@ -43,6 +43,11 @@ def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
     """Write the model folder `model_dir` as the ONNX graph `out` (atomically) and its sidecar
     `OUT.json` (labels, entity types, window and stride); return `out`. The graph is checked in onnxruntime against the model first."""
     loaded = load_model(model_dir, registry)  # raises NlpfwError for a folder that holds no model
+    if loaded.model.decoder.target != "tags":
+        raise NlpfwError(
+            f"{model_dir}: ONNX export covers tag decoders; {loaded.recipe.decoder.type} predicts "
+            f"{loaded.model.decoder.target}"
+        )
     for name in REQUIRED:
         try:
             importlib.import_module(name)
