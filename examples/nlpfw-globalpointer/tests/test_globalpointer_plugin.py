@@ -97,7 +97,7 @@ def test_trains_from_a_recipe_and_predicts_exact_offsets(nlpfw_tiny_recipe, nlpf
 def test_gold_spans_reach_the_loss_through_windows(nlpfw_tiny_recipe, nlpfw_run, nlpfw_tiny_corpus) -> None:
     """Windows of 12 characters (the texts run to 30): spans are learnt window by window and
     merged back onto whole texts for scoring."""
-    recipe = nlpfw_tiny_recipe(name="gp_windows", decoder=GP, trainer={"window": 12, "stride": 8})
+    recipe = nlpfw_tiny_recipe(name="gp_windows", decoder=GP, trainer={"window": 12, "stride": 8, "epochs": 4})
     result, run_dir = nlpfw_run(recipe)
     assert result.exit_code == 0, result.output
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
@@ -108,3 +108,30 @@ def test_gold_spans_reach_the_loss_through_windows(nlpfw_tiny_recipe, nlpfw_run,
         assert longest.text[entity["start"] : entity["end"]] == entity["text"]
 
 
+
+
+def write_conll(path: Path, examples) -> None:
+    """BIO CoNLL lines (one character and its tag a line) of the examples without whitespace."""
+    lines = []
+    for example in examples:
+        if any(c.isspace() for c in example.text):
+            continue
+        tags = ["O"] * len(example.text)
+        for span in example.spans:
+            tags[span.start : span.end] = [f"B-{span.label}"] + [f"I-{span.label}"] * (span.end - span.start - 1)
+        lines += [f"{c} {t}" for c, t in zip(example.text, tags)] + [""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_trains_on_a_conll_corpus(nlpfw_tiny_recipe, nlpfw_run, nlpfw_tiny_corpus, tmp_path) -> None:
+    folder = tmp_path / "conll"
+    folder.mkdir()
+    write_conll(folder / "train.txt", nlpfw_tiny_corpus.train)
+    write_conll(folder / "dev.txt", nlpfw_tiny_corpus.dev)
+    recipe = nlpfw_tiny_recipe(name="gp_conll", decoder=GP, dataset={"type": "conll.v1", "path": str(folder)},
+                               trainer={"epochs": 4})  # fmt: skip
+    result, run_dir = nlpfw_run(recipe)
+    assert result.exit_code == 0, result.output
+    report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    assert report["data"]["dev_spans"] > 0
+    assert report["best"]["scores"]["overall"]["f1"] > 0.5, report["best"]["scores"]["overall"]
