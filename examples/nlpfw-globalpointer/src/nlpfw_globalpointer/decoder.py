@@ -62,9 +62,9 @@ def multilabel_categorical_crossentropy(y_true: torch.Tensor, y_pred: torch.Tens
     y_pred = (1 - 2 * y_true) * y_pred  # positives' scores negated
     y_neg = y_pred - y_true * NEG
     y_pos = y_pred - (1 - y_true) * NEG
-    zeros = torch.zeros_like(y_pred[..., :1])
-    return torch.logsumexp(torch.cat([y_neg, zeros], dim=-1), dim=-1) + torch.logsumexp(
-        torch.cat([y_pos, zeros], dim=-1), dim=-1
+    # log(1 + sum e^x) = softplus(logsumexp(x)): the paper's appended zero score, without a copy
+    return nn.functional.softplus(torch.logsumexp(y_neg, dim=-1)) + nn.functional.softplus(
+        torch.logsumexp(y_pos, dim=-1)
     )
 
 
