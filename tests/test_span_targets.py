@@ -11,7 +11,6 @@ from nlpfw.corpus import encode_split
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Decoder, DecoderConfig, Example, Span, Task
 from nlpfw.model import TaggingModel, build_decoder, predict_spans
-from nlpfw.recipe import load_recipe
 from nlpfw_plugins.ner import NerConfig, NerTask
 
 from test_windows import CharEncoder
@@ -132,23 +131,3 @@ def test_a_span_decoder_needs_a_task_that_gives_spans(registry, tmp_path) -> Non
     assert decoder.num_tags == 2  # the entity types, not the five tags
     with pytest.raises(NlpfwError, match=r"^decoder.type: oracle.v1 learns from spans, which task TagsOnlyTask does not give \(it gives tags\)$"):
         build_decoder(Section, CharEncoder(), TagsOnlyTask(None, ["X"]))
-
-
-def test_tiny_encoder_fixture_gives_one_vector_per_character(nlpfw_tiny_encoder, nlpfw_tiny_corpus) -> None:
-    text = nlpfw_tiny_corpus.train[4].text  # the template with spaces and an emoji
-    assert " " in text and "😀" in text
-    ids = torch.as_tensor(np.asarray(nlpfw_tiny_encoder.char_ids(text)), dtype=torch.long)[None]
-    hidden = nlpfw_tiny_encoder(ids, torch.ones_like(ids, dtype=torch.bool))
-    assert hidden.shape == (1, len(text), 32) and nlpfw_tiny_encoder.max_chars == 62
-    assert not (ids == nlpfw_tiny_encoder.unk_id).any()  # the vocabulary holds every character
-    assert [i for i, c in enumerate(text) if c == " "] == (ids[0] == nlpfw_tiny_encoder.space_id).nonzero().flatten().tolist()
-
-
-def test_tiny_recipe_fixture_validates_with_each_builtin_decoder(nlpfw_tiny_recipe, nlpfw_registry) -> None:
-    for decoder in ("crf.v1", "softmax.v1"):
-        recipe = load_recipe(nlpfw_tiny_recipe(decoder={"type": decoder}), nlpfw_registry)
-        assert recipe.decoder.type == decoder and recipe.dataset.type == "jsonl_spans.v1"
-
-
-def test_the_pytest_plugin_is_registered(pytestconfig) -> None:
-    assert pytestconfig.pluginmanager.has_plugin("nlpfw")
