@@ -27,7 +27,7 @@ from nlpfw import io
 from nlpfw.corpus import EncodedSplit, encode_split, window_settings
 from nlpfw.device import autocast, synchronize
 from nlpfw.errors import NlpfwError
-from nlpfw.interfaces import Decoder, Encoder, Example, Span, Task
+from nlpfw.interfaces import TARGETS, Decoder, Encoder, Example, Span, Task
 from nlpfw.metrics import score_spans
 from nlpfw.recipe import Recipe, load_recipe
 from nlpfw.registry import Registry
@@ -144,6 +144,8 @@ def build_decoder(section: Any, encoder: Encoder, task: Task) -> Decoder:
     over the label set of the decoder's target; an error if the task cannot give that target."""
     cls = section.component.cls
     target = getattr(cls, "target", "tags")
+    if target not in TARGETS:
+        raise NlpfwError(f"decoder.type: {section.type} has target {target!r}; a decoder's target is one of {', '.join(TARGETS)}")
     if target not in task.targets:
         raise NlpfwError(
             f"decoder.type: {section.type} learns from {target}, which task {type(task).__name__} "

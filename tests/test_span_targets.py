@@ -131,3 +131,10 @@ def test_a_span_decoder_needs_a_task_that_gives_spans(registry, tmp_path) -> Non
     assert decoder.num_tags == 2  # the entity types, not the five tags
     with pytest.raises(NlpfwError, match=r"^decoder.type: oracle.v1 learns from spans, which task TagsOnlyTask does not give \(it gives tags\)$"):
         build_decoder(Section, CharEncoder(), TagsOnlyTask(None, ["X"]))
+
+    class Odd(OracleSpanDecoder):
+        target = "chars"
+
+    Section.component.cls = Odd
+    with pytest.raises(NlpfwError, match=r"^decoder.type: oracle.v1 has target 'chars'; a decoder's target is one of tags, spans$"):
+        build_decoder(Section, CharEncoder(), TASK)
