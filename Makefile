@@ -15,11 +15,12 @@ endif
 
 .PHONY: install run test test-all clean
 
-$(BIN)/.installed: pyproject.toml Makefile
+$(BIN)/.installed: pyproject.toml Makefile examples/nlpfw-globalpointer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e examples/nlpfw-globalpointer
 	touch $@
 
 install: $(BIN)/.installed

@@ -31,7 +31,7 @@ from nlpfw.interfaces import Dataset, Encoder, Example, Span, Task
 from nlpfw.recipe import Section
 
 CACHE_ENV = "NLPFW_CACHE_DIR"
-FORMAT = 2
+FORMAT = 3  # 3: span tables (gold spans for span decoders)
 _OFF = ("off", "0", "false", "no", "none")
 
 
@@ -134,6 +134,9 @@ def _save(folder: Path, entity_types: list[str], splits: dict[str, EncodedSplit]
             np.save(partial / f"{name}.column.{column}.npy", values)
         for array in _WINDOW_ARRAYS:
             np.save(partial / f"{name}.{array}.npy", getattr(split, array))
+        for table, rows in split.tables.items():
+            np.save(partial / f"{name}.table.{table}.npy", rows)
+            np.save(partial / f"{name}.table_starts.{table}.npy", split.table_starts[table])
         examples = split.examples
         labels = sorted({s.label for e in examples for s in e.spans or ()})
         index = {label: i for i, label in enumerate(labels)}
@@ -149,6 +152,7 @@ def _save(folder: Path, entity_types: list[str], splits: dict[str, EncodedSplit]
             stream.writelines(e.text for e in examples)
         meta["splits"][name] = {
             "columns": sorted(split.columns),
+            "tables": sorted(split.tables),
             "labels": labels,
             "ids": [e.id for e in examples],
             "stats": asdict(split.stats),
@@ -183,5 +187,7 @@ def _load_split(folder: Path, name: str, meta: dict[str, Any], window: int | Non
         window=window,
         stride=stride,
         stats=Stats(**meta["stats"]),
+        tables={table: array(f"table.{table}") for table in meta["tables"]},
+        table_starts={table: array(f"table_starts.{table}") for table in meta["tables"]},
         examples_loader=examples,
     )

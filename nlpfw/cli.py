@@ -51,9 +51,10 @@ def _plugins(ctx: click.Context) -> tuple[Any, Any]:
     from nlpfw.plugins import build_registry, get_plugin_manager
 
     pm = get_plugin_manager(modules=ctx.obj["plugins"])
+    registry = build_registry(pm)  # may leave more plugins out (a duplicate name, a hook that raises)
     for failure in pm.failures:
         click.echo(f"Warning: {failure.origin.describe()} was not loaded: {failure.error}", err=True)
-    return pm, build_registry(pm)
+    return pm, registry
 
 
 @cli.command()

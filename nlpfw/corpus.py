@@ -2,7 +2,12 @@
 
 A task encodes each text into per-character columns (1-D numpy arrays as long as the text:
 `input_ids`, `tags`, ...). They are concatenated into one flat array per column, so a corpus
-of millions of characters costs a few bytes per character, not a Python object each.
+of millions of characters costs a few bytes per character, not a Python object each. A task
+may also give span tables (2-D [n, 3] arrays of (start, end, label id) rows: `spans`, the gold
+spans a span decoder learns from); they are kept flat too, with text-global offsets, and a
+window gets the rows that lie wholly inside it, shifted to window offsets. A gold span cut by
+a window's edge is left out of that window, as its tags are cut there; an overlap at least
+as long as the span holds it whole in the neighbouring window.
 
 A text longer than the window is cut into windows of `window` characters that overlap by
 `stride` characters (the last window is aligned to the end of the text). Windows are views
@@ -82,6 +87,8 @@ class EncodedSplit:
     window: int | None
     stride: int
     stats: Stats = field(default_factory=Stats)
+    tables: dict[str, np.ndarray] = field(default_factory=dict)  # int32 [rows, 3], text-global offsets
+    table_starts: dict[str, np.ndarray] = field(default_factory=dict)  # int64 [texts + 1] per table
     examples_loader: Callable[[], list[Example]] | None = None
     _examples: list[Example] | None = None
 
@@ -97,9 +104,16 @@ class EncodedSplit:
         return len(self.window_text)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        begin = int(self.text_starts[self.window_text[index]] + self.window_start[index])
+        text = int(self.window_text[index])
+        begin = int(self.text_starts[text] + self.window_start[index])
         end = begin + int(self.window_length[index])
-        return {name: column[begin:end] for name, column in self.columns.items()}
+        item = {name: column[begin:end] for name, column in self.columns.items()}
+        for name, table in self.tables.items():
+            starts = self.table_starts[name]
+            rows = table[int(starts[text]) : int(starts[text + 1])]
+            inside = rows[(rows[:, 0] >= begin) & (rows[:, 1] <= end)]
+            item[name] = inside - np.asarray([begin, begin, 0], dtype=inside.dtype)
+        return item
 
     def merge(self, window_spans: Sequence[Sequence[Span]]) -> list[list[Span]]:
         """Each text's entities from its windows' (window-relative) entities."""
@@ -134,7 +148,9 @@ def encode_split(
     text_starts = np.zeros(len(examples) + 1, dtype=np.int64)
     np.cumsum([len(e.text) for e in examples], out=text_starts[1:])
     columns: dict[str, np.ndarray] = {}
-    filled: dict[str, int] = {}  # texts written into each column
+    filled: dict[str, int] = {}  # texts written into each column (or table)
+    tables: dict[str, list[np.ndarray]] = {}
+    table_counts: dict[str, np.ndarray] = {}  # rows of each table per text
     window_text: list[int] = []
     window_start: list[int] = []
     window_length: list[int] = []
@@ -143,7 +159,12 @@ def encode_split(
         feature = encode(example)
         begin, end = int(text_starts[index]), int(text_starts[index + 1])
         for name, values in feature.items():
-            if isinstance(values, np.ndarray):
+            if isinstance(values, np.ndarray) and values.ndim == 2:
+                _check_table(name, values, end - begin)
+                tables.setdefault(name, []).append(values.astype(np.int32) + np.asarray([begin, begin, 0], np.int32))
+                table_counts.setdefault(name, np.zeros(len(examples), dtype=np.int64))[index] = len(values)
+                filled[name] = filled.get(name, 0) + 1
+            elif isinstance(values, np.ndarray):
                 if len(values) != end - begin:
                     raise ValueError(f"column {name!r} has {len(values)} values for {end - begin} characters")
                 if name not in columns:
@@ -174,6 +195,16 @@ def encode_split(
         window=window,
         stride=stride,
         stats=stats,
+        tables={name: np.concatenate(parts).reshape(-1, 3) for name, parts in tables.items()},
+        table_starts={name: np.concatenate([[0], np.cumsum(counts)]) for name, counts in table_counts.items()},
     )
     split._examples = examples
     return split
+
+
+def _check_table(name: str, values: np.ndarray, length: int) -> None:
+    """A span table is [n, 3] integer (start, end, label id) rows inside a text of `length`."""
+    if values.shape[1:] != (3,) or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"span table {name!r} must be an integer array of shape [n, 3], not {values.dtype} {values.shape}")
+    if len(values) and not ((values[:, 0] >= 0).all() and (values[:, 0] < values[:, 1]).all() and (values[:, 1] <= length).all()):
+        raise ValueError(f"span table {name!r} has rows outside a text of {length} characters or empty")

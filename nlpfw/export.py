@@ -12,6 +12,7 @@ import importlib
 import logging
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -52,6 +53,11 @@ def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
     `OUT.json` (labels, entity types, window and stride); return `out`. Before the graph is
     kept, onnxruntime runs it on a check batch and must give the model's own tags."""
     loaded = load_model(model_dir, registry)  # raises NlpfwError for a folder that holds no model
+    if loaded.model.decoder.target != "tags":
+        raise NlpfwError(
+            f"{model_dir}: ONNX export covers tag decoders; {loaded.recipe.decoder.type} predicts "
+            f"{loaded.model.decoder.target}"
+        )
     _require_onnx()
     tagger = Tagger(loaded).eval().requires_grad_(False)  # no autograd: torch.scan exports only then
     max_chars = loaded.model.encoder.max_chars
@@ -125,6 +131,8 @@ class OnnxTagger:
     """An exported graph run by onnxruntime, in the place of a `TaggingModel`: with the model
     folder's tokenizer and task, `nlpfw.model.predict_spans(OnnxTagger(path), ...)` batches,
     windows and merges exactly as the PyTorch model does."""
+
+    decoder = SimpleNamespace(target="tags")  # what `infer` reads of a decoder: the graph gives tag ids
 
     def __init__(self, path: Path, threads: int | None = None):
         _require_onnx()

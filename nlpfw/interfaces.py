@@ -7,6 +7,16 @@ happens, and the validated model is what the constructor receives.
 Shapes are character-aligned: an encoder turns a text into exactly one input id per
 character and returns one hidden vector per character, so every offset a task reports
 indexes the original text, whatever the text holds.
+
+Decoders come in two kinds, equals to the core, named by `Decoder.target`:
+
+- `"tags"`: one tag id per character (CRF, softmax). The loss reads the batch's `tags`
+  column [batch, chars]; `decode` returns tag ids [batch, chars]; the task reads them back
+  into spans with `Task.spans`.
+- `"spans"`: whole spans scored at once (GlobalPointer, span heads). The loss reads the
+  batch's `spans` table [k, 4] of (row, start, end, label id) rows; `decode` returns a table
+  of the same form; `Task.output_spans` names their labels. Such a decoder sees every gold
+  span, nested ones included.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -171,10 +182,19 @@ class DecoderConfig(Config):
     dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout before the classifier")
 
 
+TARGETS = ("tags", "spans")
+
+
 class Decoder(nn.Module):
-    """Hidden vectors to one tag per character, with the training loss."""
+    """Hidden vectors to predictions (tags or spans, see `target`), with the training loss.
+
+    `num_tags` is the size of the label set of the decoder's target
+    (`Task.target_labels(target)`): the task's tag names for a tag decoder, its entity types
+    for a span decoder.
+    """
 
     config_model: ClassVar[type[Config]] = DecoderConfig
+    target: ClassVar[str] = "tags"  # "tags" or "spans": what the loss learns from and decode returns
 
     def __init__(self, config: Config, input_dim: int, num_tags: int):
         super().__init__()
@@ -183,11 +203,17 @@ class Decoder(nn.Module):
         self.num_tags = num_tags
 
     def loss(self, hidden: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Scalar training loss; `tags`, `mask`: [batch, chars]."""
+        """Scalar training loss; `mask`: [batch, chars] bool.
+
+        `tags` is the batch's column named by `target`: tag ids [batch, chars] for a tag
+        decoder; for a span decoder the gold spans as a [k, 4] long tensor of
+        (row, start, end, label id) rows, `end` exclusive and window-relative."""
         raise NotImplementedError
 
     def decode(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Best tag ids, [batch, chars]; positions outside `mask` hold 0."""
+        """Predictions: for a tag decoder the best tag ids [batch, chars], 0 outside `mask`;
+        for a span decoder a [k, 4] long tensor of (row, start, end, label id) rows, `end`
+        exclusive, inside the mask."""
         raise NotImplementedError
 
 
@@ -195,6 +221,7 @@ class Task:
     """Turns examples into model inputs and predictions back into spans, and scores them."""
 
     config_model: ClassVar[type[Config]] = Config
+    targets: ClassVar[tuple[str, ...]] = ("tags",)  # the decoder targets `encode` provides
 
     def __init__(self, config: Config, entity_types: Sequence[str]):
         self.config = config
@@ -205,20 +232,37 @@ class Task:
         """Tag names; a tag id is its index here."""
         raise NotImplementedError
 
+    def target_labels(self, target: str) -> list[str]:
+        """The label set a decoder of `target` predicts over: tag names or entity types."""
+        return self.labels if target == "tags" else list(self.entity_types)
+
     def encode(self, example: Example, encoder: Encoder) -> dict[str, Any]:
         """One whole text's features; the core cuts them into windows and batches them.
 
-        Every numpy array in the result is a per-character column as long as the text
-        (`input_ids` is required; `tags` when the example has gold spans) and is windowed;
-        other values are read only by the run's report (`dropped`: gold spans the task
-        could not hold). Never truncate: long texts are windowed by the core.
+        Every 1-D numpy array in the result is a per-character column as long as the text
+        (`input_ids` is required; `tags` when the example has gold spans) and is windowed.
+        Every 2-D integer array of shape [n, 3] is a span table of (start, end, label id) rows
+        (`spans`, the gold spans for span decoders): a window gets the rows that lie wholly
+        inside it, shifted to window offsets. Other values are read only by the run's report
+        (`dropped`: gold spans the tags could not hold). Never truncate: long texts are
+        windowed by the core.
         """
         raise NotImplementedError
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Pad a list of windows (each a dict of per-character columns) into a batch of tensors."""
+        """Pad a list of windows into a batch of tensors: per-character columns become
+        [batch, chars] (with a bool `mask`); a span table becomes [k, 4] (row, start, end,
+        label id)."""
         raise NotImplementedError
 
     def spans(self, text: str, tag_ids: Sequence[int]) -> list[Span]:
         """Spans of one text (or window) from its predicted tag ids (one per character)."""
         raise NotImplementedError
+
+    def output_spans(self, text: str, output: np.ndarray, target: str) -> list[Span]:
+        """Spans of one text (or window) from a decoder's output for it: tag ids [chars]
+        for `"tags"` (read by `spans`), or (start, end, label id) rows [n, 3] for `"spans"`."""
+        if target == "tags":
+            return self.spans(text, output.tolist())
+        labels = self.target_labels(target)
+        return sorted(Span(int(s), int(e), labels[int(k)]) for s, e, k in output)

@@ -28,7 +28,7 @@ from nlpfw.corpus import EncodedSplit, encode_split, window_settings
 from nlpfw.device import autocast, synchronize
 from nlpfw.distributed import SINGLE, Context
 from nlpfw.errors import NlpfwError
-from nlpfw.interfaces import Decoder, Encoder, Example, Span, Task
+from nlpfw.interfaces import TARGETS, Decoder, Encoder, Example, Span, Task
 from nlpfw.metrics import score_spans
 from nlpfw.recipe import Recipe, load_recipe
 from nlpfw.registry import Registry
@@ -37,7 +37,10 @@ WEIGHTS = "model.safetensors"
 
 
 class TaggingModel(nn.Module):
-    """An encoder and a decoder trained together."""
+    """An encoder and a decoder trained together.
+
+    The decoder's loss reads the batch's column named by its `target` (`tags` or `spans`),
+    so tag decoders and span decoders train through the same loop."""
 
     def __init__(self, encoder: Encoder, decoder: Decoder):
         super().__init__()
@@ -47,12 +50,14 @@ class TaggingModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Training loss of a batch."""
         hidden = self.encoder(batch["input_ids"], batch["mask"])
-        return self.decoder.loss(hidden, batch["tags"], batch["mask"])
+        return self.decoder.loss(hidden, batch[self.decoder.target], batch["mask"])
 
     def predict(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(loss if the batch has tags, else None; best tag ids), from one encoder pass."""
+        """(loss if the batch has gold targets, else None; the decoder's output), from one
+        encoder pass."""
         hidden = self.encoder(batch["input_ids"], batch["mask"])
-        loss = self.decoder.loss(hidden, batch["tags"], batch["mask"]) if "tags" in batch else None
+        target = self.decoder.target
+        loss = self.decoder.loss(hidden, batch[target], batch["mask"]) if target in batch else None
         return loss, self.decoder.decode(hidden, batch["mask"])
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -81,18 +86,22 @@ def infer(
     amp: torch.dtype | None = None,
     rows: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], float | None, int]:
-    """Tag ids of every window (in order), the mean loss per window over the batches with tags
-    (the same however the windows are batched), and the batch count.
+    """The decoder's output for every window (in order), the mean loss per window over the
+    batches with gold targets (the same however the windows are batched), and the batch count.
+    Outputs are tag ids [chars] from a tag decoder, or (start, end, label id) rows [n, 3] from a
+    span decoder.
 
     Windows are batched by length (longest first), so a batch pads only to its own longest.
     With `rows`, only those windows are tagged; the others get no tags.
     """
     model.eval()
+    spans = model.decoder.target == "spans"
     lengths = np.asarray([len(w["input_ids"]) for w in windows])
     order = np.argsort(-lengths, kind="stable")
     if rows is not None:
         order = order[np.isin(order, rows)]
-    tags: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(windows)
+    empty = np.zeros((0, 3) if spans else 0, dtype=np.int64)
+    outputs: list[np.ndarray] = [empty] * len(windows)
     losses, counted = [], 0
     batches = 0
     for begin in range(0, len(order), batch_size):
@@ -104,11 +113,17 @@ def infer(
             losses.append(loss.detach().float() * len(rows))
             counted += len(rows)
         best = best.cpu().numpy()
-        for j, i in enumerate(rows):
-            tags[i] = best[j, : lengths[i]]
+        if spans:
+            best = best[np.argsort(best[:, 0], kind="stable")]
+            cuts = np.searchsorted(best[:, 0], np.arange(len(rows) + 1))
+            for j, i in enumerate(rows):
+                outputs[i] = best[cuts[j] : cuts[j + 1], 1:]
+        else:
+            for j, i in enumerate(rows):
+                outputs[i] = best[j, : lengths[i]]
         batches += 1
     mean_loss = torch.stack(losses).sum().item() / counted if losses else None
-    return tags, mean_loss, batches
+    return outputs, mean_loss, batches
 
 
 def predict_spans(
@@ -125,13 +140,14 @@ def predict_spans(
     In a distributed run each rank tags the texts `rank, rank + world, ...` and every rank
     gets all texts' entities back: the same result as one process, in a `world`th of the time."""
     mine = np.flatnonzero(split.window_text % context.world == context.rank) if context.active else None
-    tags, loss, batches = infer(model, task, split, batch_size, device, amp, mine)
+    outputs, loss, batches = infer(model, task, split, batch_size, device, amp, mine)
     examples = split.examples
+    target = model.decoder.target
     window_spans = []
-    for row, ids in enumerate(tags):
+    for row, output in enumerate(outputs):
         start = int(split.window_start[row])
-        text = examples[split.window_text[row]].text[start : start + len(ids)]
-        window_spans.append(task.spans(text, ids.tolist()))
+        text = examples[split.window_text[row]].text[start : start + int(split.window_length[row])]
+        window_spans.append(task.output_spans(text, output, target))
     merged = split.merge(window_spans)
     if context.active:
         parts = context.gather((merged[context.rank :: context.world], loss, len(mine), batches))
@@ -141,6 +157,21 @@ def predict_spans(
         counted = [(mean, windows) for _, mean, windows, _ in parts if mean is not None]
         loss = sum(mean * n for mean, n in counted) / sum(n for _, n in counted) if counted else None
     return merged, loss, batches
+
+
+def build_decoder(section: Any, encoder: Encoder, task: Task) -> Decoder:
+    """The recipe's decoder (`section`: its validated recipe section) for `encoder` and `task`,
+    over the label set of the decoder's target; an error if the task cannot give that target."""
+    cls = section.component.cls
+    target = getattr(cls, "target", "tags")
+    if target not in TARGETS:
+        raise NlpfwError(f"decoder.type: {section.type} has target {target!r}; a decoder's target is one of {', '.join(TARGETS)}")
+    if target not in task.targets:
+        raise NlpfwError(
+            f"decoder.type: {section.type} learns from {target}, which task {type(task).__name__} "
+            f"does not give (it gives {', '.join(task.targets)})"
+        )
+    return cls(section.config, encoder.output_dim, len(task.target_labels(target)))
 
 
 def save_model(directory: Path, model: TaggingModel, task: Task, recipe: Recipe) -> None:
@@ -230,8 +261,7 @@ def load_model(directory: str | Path, registry: Registry, device: str | torch.de
     labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
     task = recipe.task.component.cls(recipe.task.config, labels["entity_types"])
     encoder = recipe.encoder.component.cls.from_saved(recipe.encoder.config, directory / "encoder")
-    decoder = recipe.decoder.component.cls(recipe.decoder.config, encoder.output_dim, len(task.labels))
-    model = TaggingModel(encoder, decoder)
+    model = TaggingModel(encoder, build_decoder(recipe.decoder, encoder, task))
     safetensors.torch.load_model(model, str(directory / WEIGHTS), device="cpu")
     device = torch.device(device)
     model.to(device).eval()

@@ -2,8 +2,9 @@
 
 `NLPFW_LOAD_PLUGINS` limits the entry points loaded to a comma-separated list of entry-point
 or distribution names (an empty string loads none); built-ins are always loaded, since they
-are the recipe vocabulary. A plugin that fails to import or register is recorded in
-`PluginManager.failures` and left out; the rest of nlpfw keeps working.
+are the recipe vocabulary. A plugin that fails to import, has a misspelt hook, raises in a
+hook or registers a name another plugin holds is recorded in `PluginManager.failures` and
+left out; the rest of nlpfw keeps working.
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ class PluginManager(pluggy.PluginManager):
         self.origins[origin.plugin] = origin
         return True
 
+    def leave_out(self, name: str, origin: Origin, error: str) -> None:
+        """Unregister a loaded plugin that turned out broken, and record why."""
+        plugin = self.get_plugin(name)
+        if plugin is not None:
+            self.unregister(plugin)
+        self.origins.pop(name, None)
+        self.failures.append(Failure(origin, error))
+
 
 def get_plugin_manager(
     load_entrypoints: bool = True, modules: Iterable[str] = ()
@@ -129,29 +138,54 @@ HOOK_FOR_KIND = {kind: f"register_{kind}s" for kind in KINDS}
 def build_registry(pm: PluginManager) -> Registry:
     """Call every plugin's contribution hooks and record which plugin supplied each name.
 
-    The hooks are called one implementation at a time (through pluggy's public
-    `get_hookimpls`) so that the registry knows the supplier of every name. A duplicate
-    name raises `RegistryError` naming both plugins.
+    The hooks are called one plugin at a time (through pluggy's public `get_hookimpls`), in
+    the order the plugins were loaded (built-ins first), so that the registry knows the
+    supplier of every name. A plugin whose hook raises, or that registers a malformed name or
+    a name another plugin already holds, is left out whole (none of its components stay) and
+    recorded in `pm.failures` with a message naming both plugins; the rest keeps working. The
+    same faults in a built-in plugin are bugs in nlpfw and raise (`PluginError`,
+    `RegistryError`).
     """
     registry = Registry()
-    for kind, hook_name in HOOK_FOR_KIND.items():
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            origin = pm.origins.get(impl.plugin_name, Origin(impl.plugin_name, "registered"))
-            register = _registrar(registry, kind, origin)
-            try:
-                impl.function(register=register)
-            except RegistryError:
+    for plugin_name, impls in _impls_by_plugin(pm).items():
+        origin = pm.origins.get(plugin_name, Origin(plugin_name, "registered"))
+        added: list[tuple[str, str]] = []
+        try:
+            for kind, hook_name, impl in impls:
+                register = _registrar(registry, kind, origin, added)
+                try:
+                    impl.function(register=register)
+                except RegistryError:
+                    raise
+                except Exception as error:
+                    raise PluginError(
+                        f"{origin.describe()} failed in {hook_name}: {type(error).__name__}: {error}"
+                    ) from error
+        except (PluginError, RegistryError) as error:
+            if origin.source == "builtin":
                 raise
-            except Exception as error:
-                raise PluginError(
-                    f"{origin.describe()} failed in {hook_name}: {type(error).__name__}: {error}"
-                ) from error
+            for kind, name in added:
+                registry.remove(kind, name)
+            pm.leave_out(plugin_name, origin, str(error))
     return registry
 
 
-def _registrar(registry: Registry, kind: str, origin: Origin) -> Callable[[str, type], None]:
+def _impls_by_plugin(pm: PluginManager) -> dict[str, list[tuple[str, str, Any]]]:
+    """Each plugin's contribution hook implementations, plugins in load order."""
+    by_plugin: dict[str, list[tuple[str, str, Any]]] = {}
+    for kind, hook_name in HOOK_FOR_KIND.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            by_plugin.setdefault(impl.plugin_name, []).append((kind, hook_name, impl))
+    order = list(pm.origins)
+    return dict(sorted(by_plugin.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+
+
+def _registrar(
+    registry: Registry, kind: str, origin: Origin, added: list[tuple[str, str]]
+) -> Callable[[str, type], None]:
     def register(name: str, cls: type) -> None:
         registry.add(kind, name, cls, origin)
+        added.append((kind, name))
 
     return register
 

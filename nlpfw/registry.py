@@ -59,6 +59,10 @@ class Registry:
             )
         self._components[kind][name] = Component(kind, name, cls, origin)
 
+    def remove(self, kind: str, name: str) -> None:
+        """Take a name out again (a plugin left out after it registered it)."""
+        self._components[kind].pop(name, None)
+
     def names(self, kind: str) -> list[str]:
         return sorted(self._components[kind])
 

@@ -38,7 +38,7 @@ from nlpfw.data import data_root as default_data_root
 from nlpfw.device import amp_dtype, resolve_device
 from nlpfw.errors import DataError, RunDirError
 from nlpfw.interfaces import Dataset
-from nlpfw.model import TaggingModel, save_model
+from nlpfw.model import TaggingModel, build_decoder, save_model
 from nlpfw.plugins import PluginManager, plugin_records
 from nlpfw.recipe import Recipe
 from nlpfw.registry import Registry
@@ -180,7 +180,7 @@ def _run(
         if not corpus.splits[split].stats.labelled:
             raise DataError(f"dataset: the {split} split of {recipe.dataset.type} has no labelled texts")
     task, train, dev = corpus.task, corpus.splits["train"], corpus.splits["dev"]
-    decoder = recipe.decoder.component.cls(recipe.decoder.config, encoder.output_dim, len(task.labels))
+    decoder = build_decoder(recipe.decoder, encoder, task)
     model = TaggingModel(encoder, decoder).to(device)
 
     # Written once assembly has succeeded, so a recipe that fails to load leaves no half run behind.
@@ -210,7 +210,7 @@ def _run(
             f"[yellow]Skipped:[/] {len(corpus.skipped)} bad record(s) or span(s) (dataset.on_error = "
             f"\"skip\"); the first: {corpus.skipped[0]}; all are listed in report.json"
         )
-    if train.stats.dropped or dev.stats.dropped:
+    if decoder.target == "tags" and (train.stats.dropped or dev.stats.dropped):
         console.print(
             f"[yellow]Note:[/] {train.stats.dropped} train and {dev.stats.dropped} dev "
             "span(s) overlap a longer one, which flat BIO tags cannot hold; the longer was kept for "

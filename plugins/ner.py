@@ -12,7 +12,8 @@ the People's Daily reference scores).
 
 Flat BIO cannot hold nested entities: where gold spans overlap, the longer one is tagged and
 the other is dropped and counted (CLUENER train has one such pair, a company inside a book
-title).
+title). Span decoders (target "spans") learn from every gold span, nested ones included: the
+task gives them all in its `spans` table.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class NerTask(Task):
 
     config_model = NerConfig
     config: NerConfig
+    targets = ("tags", "spans")
 
     def __init__(self, config: NerConfig, entity_types: Sequence[str]):
         super().__init__(config, entity_types)
@@ -84,7 +86,14 @@ class NerTask(Task):
                 raise ValueError(f"entity types {sorted(unknown)} are not among the task's {self.entity_types}")
             kept, feature["dropped"] = self.flat_spans(example.spans)
             feature["tags"] = self.tag_ids(len(example.text), kept)
+            feature["spans"] = self.span_table(example.spans)
         return feature
+
+    def span_table(self, spans: Sequence[Span]) -> np.ndarray:
+        """Every gold span (nested ones too, each once) as (start, end, entity type id) rows."""
+        index = {t: i for i, t in enumerate(self.entity_types)}
+        rows = sorted({(s.start, s.end, index[s.label]) for s in spans})
+        return np.asarray(rows, dtype=np.int32).reshape(-1, 3)
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(f["input_ids"]) for f in features)
@@ -93,6 +102,8 @@ class NerTask(Task):
         batch = {"input_ids": _pad([f["input_ids"] for f in features], width), "mask": mask}
         if all("tags" in f for f in features):
             batch["tags"] = _pad([f["tags"] for f in features], width)
+        if all("spans" in f for f in features):
+            batch["spans"] = _span_rows([f["spans"] for f in features])
         return batch
 
     def spans(self, text: str, tag_ids: Sequence[int]) -> list[Span]:
@@ -105,6 +116,12 @@ def _pad(rows: Sequence[Any], width: int) -> torch.Tensor:
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return torch.from_numpy(out)
+
+
+def _span_rows(tables: Sequence[np.ndarray]) -> torch.Tensor:
+    """Each window's (start, end, label) rows, prefixed by the window's row in the batch: [k, 4]."""
+    rows = [np.column_stack([np.full(len(t), i), t]) for i, t in enumerate(tables)]
+    return torch.from_numpy(np.concatenate(rows).astype(np.int64).reshape(-1, 4))
 
 
 def spans_from_tags(tags: Sequence[str]) -> list[Span]:

@@ -47,8 +47,11 @@ def test_second_load_comes_from_the_cache_and_is_identical(recipe, data_root, tm
         assert a.stats == b.stats and a.stats.windowed > 0 and len(a) == len(b) > 50
         for column in ("input_ids", "tags"):
             np.testing.assert_array_equal(a.columns[column], b.columns[column])
+        assert sorted(a.tables) == sorted(b.tables) == ["spans"]  # gold spans for span decoders
+        np.testing.assert_array_equal(a.tables["spans"], b.tables["spans"])
         for row in range(len(a)):
             np.testing.assert_array_equal(a[row]["input_ids"], b[row]["input_ids"])
+            np.testing.assert_array_equal(a[row]["spans"], b[row]["spans"])
         assert [(e.text, e.spans, e.id) for e in a.examples] == [(e.text, e.spans, e.id) for e in b.examples]
     assert second.splits["dev"].examples[-1].text == "张三\r\n说\u2028好\r"
 

@@ -211,24 +211,42 @@ class DuplicateBert:
         register("bert.v1", TinyEncoder)
 
 
-def test_duplicate_of_a_builtin_names_both_plugins(pm: PluginManager) -> None:
+def test_duplicate_of_a_builtin_leaves_the_plugin_out_naming_both(pm: PluginManager) -> None:
     with registered(pm, DuplicateBert(), "dup_test"):
-        expected = (
+        registry = build_registry(pm)
+        [failure] = pm.failures
+        assert failure.origin == Origin("dup_test", "test")
+        assert failure.error == (
             "encoder 'bert.v1' is registered twice: by plugin 'nlpfw_plugins.bert' "
             "(distribution nlpfw 0.1.0) and by plugin 'dup_test' (test)"
         )
-        with pytest.raises(RegistryError, match=f"^{re.escape(expected)}$"):
-            build_registry(pm)
+        assert registry.get("encoder", "bert.v1").origin.plugin == "nlpfw_plugins.bert"
+        assert {(c.kind, c.name) for c in registry} == set(BUILTIN_SNAPSHOT)
+        assert "dup_test" not in pm.origins
+        records = plugin_records(pm, registry)
+        assert records[-1]["plugin"] == "dup_test" and records[-1]["error"] == failure.error
 
 
-def test_duplicate_between_two_test_plugins_names_both(pm: PluginManager) -> None:
+def test_duplicate_between_two_test_plugins_leaves_the_second_out_whole(pm: PluginManager) -> None:
     with registered(pm, FullPlugin(), "first_test"), registered(pm, FullPlugin(), "second_test"):
-        with pytest.raises(RegistryError, match=r"^task 'tiny.v1' is registered twice: by plugin '(first|second)_test'"):
-            build_registry(pm)
-        with pytest.raises(RegistryError) as caught:
-            build_registry(pm)
-        assert "plugin 'first_test' (test)" in str(caught.value)
-        assert "plugin 'second_test' (test)" in str(caught.value)
+        registry = build_registry(pm)
+        [failure] = pm.failures
+        assert failure.origin.plugin == "second_test"
+        assert failure.error == (
+            "task 'tiny.v1' is registered twice: by plugin 'first_test' (test) and by plugin 'second_test' (test)"
+        )
+        for kind in KINDS:  # all four of first_test's components, none of second_test's
+            assert registry.get(kind, "tiny.v1").origin.plugin == "first_test"
+        assert build_registry(pm).names("task") == registry.names("task")  # built again: the same
+        assert len(pm.failures) == 1
+
+
+def test_builtin_duplicate_is_a_bug_that_raises() -> None:
+    pm = get_plugin_manager(load_entrypoints=False)
+    twin = DuplicateBert()
+    pm.add(twin, Origin("nlpfw_plugins.twin", "builtin", "nlpfw", nlpfw.__version__))
+    with pytest.raises(RegistryError, match=r"^encoder 'bert.v1' is registered twice: by plugin 'nlpfw_plugins.bert'"):
+        build_registry(pm)
 
 
 @pytest.mark.parametrize("name", ["Bert", "bert", "bert.V1", "bert-base.v1", "bert.v", "1bert.v1", "bert.v1 "])
@@ -239,12 +257,13 @@ def test_malformed_name_is_rejected(pm: PluginManager, name: str) -> None:
             register(name, TinyEncoder)
 
     with registered(pm, BadName(), "bad_name_test"):
-        expected = (
+        registry = build_registry(pm)
+        [failure] = pm.failures
+        assert failure.error == (
             f"plugin 'bad_name_test' (test) registers encoder {name!r}: names are lower-case "
             "and versioned, like 'bert.v1'"
         )
-        with pytest.raises(RegistryError, match=f"^{re.escape(expected)}$"):
-            build_registry(pm)
+        assert {(c.kind, c.name) for c in registry} == set(BUILTIN_SNAPSHOT)
 
 
 def test_registry_rejects_unknown_kind() -> None:
@@ -264,16 +283,34 @@ def test_unknown_name_suggests_and_lists(pm: PluginManager) -> None:
         Registry().get("task", "ner.v1")
 
 
-def test_hook_that_raises_is_a_plugin_error_naming_the_plugin(pm: PluginManager) -> None:
+def test_hook_that_raises_leaves_the_plugin_out_naming_it(pm: PluginManager) -> None:
     class Broken:
+        @hookimpl
+        def register_encoders(self, register):
+            register("half.v1", TinyEncoder)  # registered before the failure: must not stay
+
         @hookimpl
         def register_decoders(self, register):
             raise RuntimeError("no GPU kernels")
 
     with registered(pm, Broken(), "broken_test"):
-        expected = "plugin 'broken_test' (test) failed in register_decoders: RuntimeError: no GPU kernels"
-        with pytest.raises(PluginError, match=f"^{re.escape(expected)}$"):
-            build_registry(pm)
+        registry = build_registry(pm)
+        [failure] = pm.failures
+        assert failure.error == "plugin 'broken_test' (test) failed in register_decoders: RuntimeError: no GPU kernels"
+        assert {(c.kind, c.name) for c in registry} == set(BUILTIN_SNAPSHOT)
+
+
+def test_builtin_hook_that_raises_is_a_plugin_error() -> None:
+    class Broken:
+        @hookimpl
+        def register_decoders(self, register):
+            raise RuntimeError("no GPU kernels")
+
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.add(Broken(), Origin("nlpfw_plugins.broken", "builtin", "nlpfw", nlpfw.__version__))
+    expected = "plugin 'nlpfw_plugins.broken' (distribution nlpfw 0.1.0) failed in register_decoders: RuntimeError: no GPU kernels"
+    with pytest.raises(PluginError, match=f"^{re.escape(expected)}$"):
+        build_registry(pm)
 
 
 # --- misspelt hooks ------------------------------------------------------------------------
@@ -362,7 +399,8 @@ def register_decoders(register):
     register("dev_test.v1", DevDecoder)
 '''
 
-FAKE_MODULES = ("nlpfw_testplugin", "nlpfw_broken", "nlpfw_testplugin_twin", "nlpfw_devplugin")
+SITE_PLUGINS = ("testplugin", "broken", "duplicate")  # entry points the tests below install
+FAKE_MODULES = ("nlpfw_testplugin", "nlpfw_broken", "nlpfw_testplugin_twin", "nlpfw_devplugin", "nlpfw_duplicate")
 
 TESTPLUGIN_RECORD = {
     "plugin": "testplugin",
@@ -403,7 +441,8 @@ def clean_modules() -> Iterator[None]:
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_modules: None) -> Path:
     """A folder on sys.path holding the fake distribution nlpfw-testplugin 1.2.3."""
     install_testplugin(tmp_path)
-    monkeypatch.delenv(LOAD_PLUGINS_ENV, raising=False)
+    # only this folder's distributions: others installed here (nlpfw-globalpointer) stay out
+    monkeypatch.setenv(LOAD_PLUGINS_ENV, ",".join(SITE_PLUGINS))
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
 
@@ -488,6 +527,67 @@ def test_cli_warns_about_a_broken_entry_point_and_keeps_working(site: Path) -> N
     assert records["testplugin"] == TESTPLUGIN_RECORD
 
 
+DUPLICATE_SOURCE = '''
+"""An installed plugin whose decoder name is a built-in's."""
+from nlpfw.hookspecs import hookimpl
+from nlpfw.interfaces import Decoder, Encoder
+
+
+class MyEncoder(Encoder):
+    pass
+
+
+class MyCrf(Decoder):
+    pass
+
+
+@hookimpl
+def register_encoders(register):
+    register("mine.v1", MyEncoder)
+
+
+@hookimpl
+def register_decoders(register):
+    register("crf.v1", MyCrf)
+'''
+
+
+def test_installed_plugin_with_a_duplicate_name_is_left_out_naming_the_distribution(site: Path) -> None:
+    install(site, "nlpfw_duplicate", DUPLICATE_SOURCE, "nlpfw-duplicate", "0.3.0", "duplicate")
+    result = CliRunner().invoke(cli, ["list-plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "Warning: plugin 'duplicate' (distribution nlpfw-duplicate 0.3.0) was not loaded: decoder 'crf.v1' "
+        "is registered twice: by plugin 'nlpfw_plugins.crf' (distribution nlpfw 0.1.0) and by plugin "
+        "'duplicate' (distribution nlpfw-duplicate 0.3.0)\n"
+    )
+    records = {r["plugin"]: r for r in json.loads(result.stdout)}
+    assert records["duplicate"]["source"] == "nlpfw-duplicate" and records["duplicate"]["provides"] == []
+    assert "registered twice" in records["duplicate"]["error"]
+    assert records["testplugin"] == TESTPLUGIN_RECORD  # the rest keeps working
+    assert records["nlpfw_plugins.crf"]["provides"] == ["decoder: crf.v1"]
+    registry = build_registry(get_plugin_manager())
+    assert ("encoder", "mine.v1") not in registry  # left out whole, not half
+    assert registry.get("decoder", "crf.v1").origin.plugin == "nlpfw_plugins.crf"
+
+
+def test_cli_warns_about_a_misspelt_hook_naming_the_distribution(site: Path) -> None:
+    install(
+        site, "nlpfw_broken", "from nlpfw.hookspecs import hookimpl\n\n@hookimpl\n"
+        "def register_decoder(register):\n    pass\n", "nlpfw-broken", "0.0.1", "broken",
+    )  # fmt: skip
+    result = CliRunner().invoke(cli, ["list-plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(
+        "Warning: plugin 'broken' (distribution nlpfw-broken 0.0.1) was not loaded: "
+        "PluginValidationError: unknown hook 'register_decoder' in plugin "
+    )
+    assert result.stderr.count("\n") == 1
+    records = {r["plugin"]: r for r in json.loads(result.stdout)}
+    assert records["broken"]["error"].startswith("PluginValidationError: unknown hook 'register_decoder'")
+    assert records["testplugin"] == TESTPLUGIN_RECORD
+
+
 def test_two_distributions_with_one_entry_point_name(site: Path) -> None:
     install(site, "nlpfw_testplugin_twin", DEVPLUGIN_SOURCE, "nlpfw-twin", "2.0", "testplugin")
     pm = get_plugin_manager()
@@ -539,8 +639,8 @@ def cli_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def nlpfw_cli(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != LOAD_PLUGINS_ENV}
-    env.update(PYTHONPATH=str(site), COLUMNS="200", NO_COLOR="1")
+    env = dict(os.environ)
+    env.update(PYTHONPATH=str(site), COLUMNS="200", NO_COLOR="1", **{LOAD_PLUGINS_ENV: ",".join(SITE_PLUGINS)})
     return subprocess.run(
         [sys.executable, "-m", "nlpfw", *args],
         cwd=site, env=env, capture_output=True, text=True, timeout=120,
