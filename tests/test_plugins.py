@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
@@ -35,6 +34,7 @@ from nlpfw.plugins import (
     plugin_records,
 )
 from nlpfw.registry import KINDS, Origin, Registry
+from nlpfw.testing import registered
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,17 +64,6 @@ HOOKSPEC_NAMES = sorted(
 def pm() -> PluginManager:
     """A fresh plugin manager with the built-ins only (no installed entry points)."""
     return get_plugin_manager(load_entrypoints=False)
-
-
-@contextlib.contextmanager
-def registered(pm: PluginManager, plugin: Any, name: str) -> Iterator[bool]:
-    """Add `plugin` to `pm` under a test origin; always unregister it afterwards."""
-    try:
-        yield pm.add(plugin, Origin(name, "test"))
-    finally:
-        if pm.is_registered(plugin):
-            pm.unregister(plugin)
-        pm.origins.pop(name, None)
 
 
 class TinyTask(Task):
