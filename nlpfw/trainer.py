@@ -238,7 +238,7 @@ class Trainer:
             on_epoch(history)
             position.epoch, position.batch, position.epoch_loss = epoch + 1, 0, 0.0
             self.epoch_start_rng = self.generator.get_state()
-            self._checkpoint(self._snapshot())
+            self._checkpoint()
             if self._agree(_StopOnInterrupt.pending):
                 raise Interrupted(self.run_dir, position)
             if cfg.max_steps is not None and position.step >= cfg.max_steps:
@@ -310,7 +310,7 @@ class Trainer:
                     periodic = cfg.checkpoint_every is not None and position.step % cfg.checkpoint_every == 0
                     if periodic or stop:
                         self._check_finite(first_bad)
-                        self._checkpoint(self._snapshot(running))
+                        self._checkpoint(running)
                     if stop:
                         raise Interrupted(self.run_dir, position)
         self._check_finite(first_bad)
@@ -406,9 +406,10 @@ class Trainer:
             history=asdict(self.history),
         )
 
-    def _checkpoint(self, snapshot: checkpoint.Checkpoint) -> None:
-        if self.run_dir is not None and self.context.main:  # the ranks' models are identical
-            checkpoint.save(self.run_dir, self.model, snapshot)
+    def _checkpoint(self, running: torch.Tensor | None = None) -> None:
+        """Write the training state now; rank 0 alone, since the ranks' models are identical."""
+        if self.run_dir is not None and self.context.main:
+            checkpoint.save(self.run_dir, self.model, self._snapshot(running))
 
     def _restore(self, saved: checkpoint.Checkpoint) -> None:
         checkpoint.load_weights(self.model, saved)
