@@ -115,9 +115,9 @@ def run(
     from nlpfw.trainer import Interrupted
 
     _quiet_transformers()
-    if nproc > 1 and distributed.setup().active:
+    context = distributed.setup()  # under torchrun: join its process group
+    if nproc > 1 and context.active:
         raise NlpfwError("--nproc: this process was already started by torchrun; leave --nproc out")
-    context = distributed.setup()
     console = Console(quiet=not context.main)
     if resume is not None:
         folder = latest_run(loaded.name) if resume == "latest" else Path(resume)
