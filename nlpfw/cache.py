@@ -13,6 +13,7 @@ never leaves a half entry behind. Deleting the folder is always safe.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -47,8 +48,16 @@ def cache_dir() -> Path | None:
 
 
 def file_digest(path: Path) -> str:
+    """sha256 of a file's contents; computed once per process while its size and mtime hold
+    (the cache key and the run's record of its data files both ask)."""
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
+    with open(path, "rb") as stream:
         while chunk := stream.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()
