@@ -11,7 +11,6 @@ dev metrics equal a single process's exactly. Only rank 0 writes files and draws
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -100,8 +99,8 @@ def rank_device(context: Context, device: torch.device) -> torch.device:
 
 def launch(nproc: int, args: Sequence[str]) -> int:
     """Run `nlpfw ARGS` in `nproc` processes on this machine through torchrun; its exit code."""
-    if shutil.which("torchrun") is None and not _has_module("torch.distributed.run"):
-        raise NlpfwError("--nproc needs torchrun (torch.distributed.run), which this torch lacks")
+    if not dist.is_available():
+        raise NlpfwError("--nproc needs torch.distributed, which this build of torch lacks")
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
         "-m", "nlpfw", *args,
@@ -111,9 +110,3 @@ def launch(nproc: int, args: Sequence[str]) -> int:
         return subprocess.run(command, env=env).returncode
     except KeyboardInterrupt:  # torchrun passes Ctrl-C on to the ranks, which save a checkpoint
         return 130
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None

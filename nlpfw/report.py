@@ -54,9 +54,9 @@ def model_table(
     table.add_column("system")
     for key in ("precision", "recall", "f1", "loss"):
         table.add_column(key, justify="right")
-    table.add_row("ours", *(f"{overall[k]:.4f}" for k in ("precision", "recall", "f1")), _num(loss))
+    table.add_row("ours", *(f"{overall[k]:.4f}" for k in ("precision", "recall", "f1")), format_number(loss))
     for name, row in (reference.model if reference else {}).items():
-        table.add_row(name, *(_num(row.get(k)) for k in ("precision", "recall", "f1", "loss")), style="dim")
+        table.add_row(name, *(format_number(row.get(k)) for k in ("precision", "recall", "f1", "loss")), style="dim")
     return table
 
 
@@ -116,7 +116,7 @@ def render_markdown(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _num(value: float | None) -> str:
+def format_number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 

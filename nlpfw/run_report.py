@@ -22,7 +22,7 @@ from nlpfw import io
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Reference
 from nlpfw.plots import plot_curves, plot_entities
-from nlpfw.report import format_duration, render_markdown, render_text, result_tables
+from nlpfw.report import format_duration, format_number, render_markdown, render_text, result_tables
 
 REPORT_FILES = ("report.txt", "report.md", "curves.png", "entities.png")
 
@@ -143,7 +143,7 @@ def markdown(run: RunFiles, tables: list[Table]) -> str:
         overall, speed = r["scores"]["overall"], r.get("speed", {})
         f1 = f"{overall['f1']:.4f}"
         lines.append(
-            f"| {r['epoch']} | {_num(r.get('train_loss'))} | {_num(r.get('dev_loss'))} | {overall['precision']:.4f} "
+            f"| {r['epoch']} | {format_number(r.get('train_loss'))} | {format_number(r.get('dev_loss'))} | {overall['precision']:.4f} "
             f"| {overall['recall']:.4f} | {f'**{f1}**' if r['epoch'] == run.best['epoch'] else f1} "
             f"| {format_duration(speed.get('train_epoch_time'))} | {format_duration(speed.get('valid_epoch_time'))} |"
         )
@@ -182,7 +182,3 @@ def _marked(values: list[float | None], form: str, higher: bool) -> list[str]:
     present = [v for v in values if v is not None]
     best = (max if higher else min)(present) if len(present) > 1 else None
     return ["-" if v is None else (f"[bold]{form.format(v)}[/]" if v == best else form.format(v)) for v in values]
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"

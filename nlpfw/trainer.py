@@ -377,12 +377,11 @@ class Trainer:
         sync. In a distributed run the loss is the ranks' mean, and the ranks agree here on a
         non-finite loss and on Ctrl-C; return whether to stop."""
         position, context = self.position, self.context
-        if context.active:
-            bad = torch.where(first_bad < 0, torch.inf, first_bad.to(running.dtype))
-            flags = context.all_reduce(torch.stack([bad, -torch.tensor(float(interrupted), device=self.device)]), "min")
+        if context.active:  # any rank's bad batch (-1: none) and any rank's Ctrl-C
+            flags = torch.stack([first_bad.to(running.dtype), torch.tensor(float(interrupted), device=self.device)])
+            context.all_reduce(flags, "max")
             total = context.all_reduce(running.clone().reshape(1)) / context.world
-            logged, bad_index, stop = total.item(), flags[0].item(), -flags[1].item() > 0
-            bad_index = -1 if bad_index == torch.inf else bad_index
+            logged, bad_index, stop = total.item(), flags[0].item(), flags[1].item() > 0
         else:
             (logged, bad_index), stop = torch.stack([running, first_bad.to(running.dtype)]).tolist(), interrupted
         if bad_index >= 0:
