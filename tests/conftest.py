@@ -55,3 +55,14 @@ def registry():
 @pytest.fixture(scope="session")
 def vocab(data_root: Path) -> Path:
     return data_root / "bert-base-chinese-vocab" / "vocab.txt"
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """A tiny model trained on 400 CLUENER texts for 4 epochs, for the tests that use a trained
+    run folder (predict, evaluate, export); read-only for them."""
+    from test_training import train
+
+    result, output = train(tmp_path_factory.mktemp("trained"), "trainer.epochs=4", "dataset.limit=400")
+    assert result.exit_code == 0, result.output
+    return output

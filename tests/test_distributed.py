@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from test_training import ROOT, TINY
+from test_training import ROOT, TINY, run_ok
 
 from nlpfw import checkpoint
 
@@ -45,15 +45,13 @@ def metrics(output: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, data_root):
     output = tmp_path_factory.mktemp("single") / "run"
-    result = subprocess.run(nlpfw_run(output), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_ok(nlpfw_run(output))
     return output
 
 
 def test_two_processes_match_one_with_the_same_global_batch(single, tmp_path):
     output = tmp_path / "run"
-    result = subprocess.run(nlpfw_run(output, "--nproc", "2"), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_ok(nlpfw_run(output, "--nproc", "2"))
     assert "Launching 2 processes: torchrun --standalone --nproc-per-node 2 -m nlpfw run" in result.stdout
     assert result.stdout.count("Done: best dev F1") == 1  # only rank 0 prints
     ours, theirs = weights(output / "checkpoint" / "model.safetensors"), weights(single / "checkpoint" / "model.safetensors")
@@ -108,9 +106,7 @@ def test_a_killed_rank_stops_the_run_cleanly_and_the_checkpoint_resumes(single, 
     assert saved.position.step >= 2
 
     # resumed in one process (another world size): the same plan, so the single run's weights
-    result = subprocess.run([sys.executable, "-m", "nlpfw", "run", str(RECIPE), "--resume", str(output)],
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_ok([sys.executable, "-m", "nlpfw", "run", str(RECIPE), "--resume", str(output)])
     ours, theirs = weights(output / "checkpoint" / "model.safetensors"), weights(single / "checkpoint" / "model.safetensors")
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-5, msg=name)

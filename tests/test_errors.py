@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 from test_training import ROOT, TINY
 

@@ -8,7 +8,6 @@ import sys
 import pytest
 from click.testing import CliRunner
 from test_predict import MIXED, check_offsets
-from test_training import train
 
 import nlpfw
 from nlpfw.cli import cli
@@ -17,13 +16,6 @@ from nlpfw.export import OnnxTagger, export_onnx
 from nlpfw.interfaces import Example
 from nlpfw.model import predict_spans
 from nlpfw_plugins.cluener import Cluener, CluenerConfig
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_root):
-    result, output = train(tmp_path_factory.mktemp("export"), "trainer.epochs=3", "dataset.limit=400")
-    assert result.exit_code == 0, result.output
-    return output
 
 
 @pytest.fixture(scope="module")

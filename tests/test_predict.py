@@ -6,7 +6,6 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from test_training import train
 
 import nlpfw
 from nlpfw.cli import cli
@@ -20,13 +19,6 @@ MIXED = [
     "  前后有空格的文本  ",
     "2019年5月，张伟在上海浦东新区的华为公司担任高级工程师。",
 ]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_root):
-    result, output = train(tmp_path_factory.mktemp("predict"), "trainer.epochs=4", "dataset.limit=400")
-    assert result.exit_code == 0, result.output
-    return output
 
 
 @pytest.fixture(scope="module")

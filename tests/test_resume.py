@@ -4,7 +4,6 @@ one; Ctrl-C saves a checkpoint and says how to resume; a NaN loss stops at its s
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 import safetensors.torch
 import torch
 from click.testing import CliRunner
-from test_training import ROOT, TINY, run_cli
+from test_training import ROOT, TINY, run_ok
 
 from nlpfw import checkpoint
 from nlpfw.cli import cli
@@ -77,8 +76,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_root):
     output = tmp_path_factory.mktemp("whole") / "run"
-    result = subprocess.run(command(output), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_ok(command(output))
     return output
 
 
@@ -93,11 +91,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_run(uninterrupted, tmp_pat
     assert saved["epoch"] == 1 and 0 < saved["batch"] < 30, saved  # the run stopped mid-epoch
     assert not (output / "report.json").exists()
 
-    result = subprocess.run(
-        [sys.executable, "-m", "nlpfw", "run", str(RECIPE), "--resume", str(output)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_ok([sys.executable, "-m", "nlpfw", "run", str(RECIPE), "--resume", str(output)])
     flat = " ".join(result.stdout.split())
     assert f"Resuming from {output / 'checkpoint'}: epoch 1, batch {saved['batch']}, step {saved['step']}" in flat
     assert comparable(output) == comparable(uninterrupted)
@@ -124,11 +118,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(uninterrupted, tmp_pat
     result = subprocess.run(command(output), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1  # a run never overwrites another run's folder unless asked
     assert f"output folder {output} already holds a run; choose another with --output" in result.stderr
-    result = subprocess.run(
-        [sys.executable, "-m", "nlpfw", "run", str(RECIPE), "--resume", str(output)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_ok([sys.executable, "-m", "nlpfw", "run", str(RECIPE), "--resume", str(output)])
     assert comparable(output) == comparable(uninterrupted)
     assert_same_weights(output / "model" / "model.safetensors", uninterrupted / "model" / "model.safetensors")
 

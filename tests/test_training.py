@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -30,6 +31,13 @@ def run_cli(recipe: Path, output: Path, *overrides: str):
     for item in overrides:
         args += ["--set", item]
     return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def run_ok(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a command to its end; fail the test with its output unless it exits with 0."""
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, **kwargs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
 
 def train(tmp_path: Path, *overrides: str, recipe: str = "quickstart.toml", name: str = "run"):
