@@ -151,10 +151,13 @@ def run(
         sys.exit(130)
     finally:
         distributed.teardown(context)
-    best = history.best  # the runner always evaluates at least once
+    from nlpfw.model import main_score
+    from nlpfw.report import metric_title
+
+    name, value, _ = main_score(history.best)  # the runner always evaluates at least once
     console.print(
-        f"Done: best dev F1 {best['scores']['overall']['f1']:.4f} "
-        f"at epoch {best['epoch']}. Run folder: [bold]{folder}[/]"
+        f"Done: best dev {metric_title(name)} {value:.4f} "
+        f"at epoch {history.best['epoch']}. Run folder: [bold]{folder}[/]"
     )
 
 
@@ -227,7 +230,7 @@ def evaluate(
     """Score a trained model on labelled data and print the result tables."""
     from nlpfw import io
     from nlpfw.predict import labelled_file
-    from nlpfw.report import result_tables
+    from nlpfw.report import evaluation_fields, metric_title, result_tables
 
     if split and data_file:
         raise NlpfwError("give --split or --data, not both")
@@ -238,15 +241,17 @@ def evaluate(
     else:
         examples, dataset = _split_examples(model, split or "dev")
         reference, source = dataset.reference(), f"{model.recipe.dataset.type} {split or 'dev'}"
-    if not any(e.spans is not None for e in examples):
+    if not any(e.gold is not None for e in examples):
         raise NlpfwError(f"{source} has no labelled texts to score; use `nlpfw predict` for unlabelled ones")
     record = model.evaluate(examples, batch_size)
     record["device"] = str(model.device)
     console = Console()
-    scores = record["scores"]["overall"]
-    console.print(f"[bold]{source}[/]: {len(examples):,} texts, F1 {scores['f1']:.4f} "
-                  f"(precision {scores['precision']:.4f}, recall {scores['recall']:.4f})")  # fmt: skip
-    for table in result_tables(record, model.task.entity_types, reference):
+    fields = evaluation_fields(record)
+    main = fields["main"]["name"]
+    others = ", ".join(f"{metric_title(k)} {v:.4f}" for k, v in fields["summary"].items() if k != main)
+    console.print(f"[bold]{source}[/]: {len(examples):,} texts, {metric_title(main)} {fields['main']['value']:.4f}"
+                  + (f" ({others})" if others else ""))  # fmt: skip
+    for table in result_tables(record, reference):
         console.print(table)
     if output is not None:
         io.write_json(output, {"source": source, "texts": len(examples), **record})
@@ -261,8 +266,9 @@ def evaluate(
               help="Form of --input; auto: JSON lines for .json/.jsonl, else plain lines.")  # fmt: skip
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Write JSON lines here (default: print them).")  # fmt: skip
-@click.option("--cluener-submission", is_flag=True,
-              help="Write the CLUENER2020 leaderboard file for --split (default test) of the model's dataset.")  # fmt: skip
+@click.option("--submission", "--cluener-submission", "submission", is_flag=True,
+              help="Write the dataset's leaderboard file (CLUENER2020's for cluener.v1) for --split (default "
+                   "test) of the model's dataset.")  # fmt: skip
 @click.option("--split", default=None, help="Predict a split of the model's dataset.")
 @DEVICE
 @BATCH
@@ -270,45 +276,45 @@ def evaluate(
 @user_errors
 def predict(
     ctx: click.Context, run_dir: Path, texts: tuple[str, ...], input_file: Path | None, form: str,
-    output: Path | None, cluener_submission: bool, split: str | None, device: str, batch_size: int,
+    output: Path | None, submission: bool, split: str | None, device: str, batch_size: int,
 ) -> None:  # fmt: skip
-    """Tag texts with a trained model: JSON lines of entities with character offsets."""
+    """Predict with a trained model: JSON lines, one per text (NER: entities with character
+    offsets; a classifier: the label and its scores)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from nlpfw import io
-    from nlpfw.predict import cluener_submission as submission_lines
     from nlpfw.predict import predict_records, read_inputs
+    from nlpfw.predict import submission as submission_file
 
-    sources = sum(bool(x) for x in (texts, input_file, split or cluener_submission))
+    sources = sum(bool(x) for x in (texts, input_file, split or submission))
     if sources != 1:
-        raise NlpfwError("give texts, --input FILE, or --split/--cluener-submission (exactly one of them)")
+        raise NlpfwError("give texts, --input FILE, or --split/--submission (exactly one of them)")
     model, _ = _load(ctx, run_dir, device)
-    examples = None
+    examples = dataset = None
     if input_file is not None:
         records = read_inputs(input_file, form)
     elif texts:
         records = [{"text": t} for t in texts]
     else:
-        examples, _ = _split_examples(model, split or "test")
+        examples, dataset = _split_examples(model, split or "test")
         records = [{"id": e.id, "text": e.text} for e in examples]
     console = Console(stderr=True)
     with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, disable=len(records) <= 2048) as progress:  # fmt: skip
         bar = progress.add_task("predict", total=len(records))
         results = list(predict_records(model, records, batch_size, lambda n: progress.advance(bar, n)))
-    if cluener_submission:
-        lines = list(submission_lines(examples, [r["entities"] for r in results]))
-        target = output or Path("cluener_predict.json")
+    if submission:
+        name, lines = submission_file(dataset, examples, results)
+        target = output or Path(name)
         io.write_text(target, "".join(f"{line}\n" for line in lines))
-        console.print(f"Wrote {len(lines):,} lines to {target} (the CLUENER2020 leaderboard format)")
+        console.print(f"Wrote {len(lines):,} lines to {target} (the leaderboard format of {model.recipe.dataset.type})")
         return
     lines = [json.dumps(r, ensure_ascii=False) for r in results]
     if output is None:
         click.echo("\n".join(lines))
     else:
         io.write_text(output, "".join(f"{line}\n" for line in lines))
-        entities = sum(len(r["entities"]) for r in results)
-        console.print(f"Wrote {len(lines):,} texts, {entities:,} entities to {output}")
+        console.print(f"Wrote {len(lines):,} predictions to {output}")
 
 
 @cli.command()
@@ -348,7 +354,7 @@ def report(ctx: click.Context, run_dir: Path) -> None:
 @click.pass_context
 @user_errors
 def compare(ctx: click.Context, run_dirs: tuple[Path, ...]) -> None:
-    """Print runs side by side: overall scores, timings and per-entity F1 of each best epoch."""
+    """Print runs side by side: summary scores, timings and per-label scores of each best epoch."""
     from nlpfw.run_report import compare_table, read_run
 
     Console().print(compare_table([read_run(d) for d in run_dirs]))

@@ -25,16 +25,13 @@ class SoftmaxDecoder(Decoder):
     config_model = SoftmaxConfig
     config: SoftmaxConfig
 
-    def __init__(self, config: SoftmaxConfig, input_dim: int, num_tags: int):
-        super().__init__(config, input_dim, num_tags)
-        self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(input_dim, num_tags)
-        self.constraints = BioConstraints(num_tags) if config.constrained else None
+    targets = ("tags",)
 
-    def constrain(self, labels: Sequence[str]) -> None:
-        """Learn the tag names, for BIO constraints (when `constrained`); the trainer calls it."""
-        if self.constraints is not None:
-            self.constraints.set_labels(labels)
+    def __init__(self, config: SoftmaxConfig, input_dim: int, labels: Sequence[str], target: str = "tags"):
+        super().__init__(config, input_dim, labels, target)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(input_dim, self.num_labels)
+        self.constraints = BioConstraints(self.labels) if config.constrained else None
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden)).float()
@@ -47,8 +44,8 @@ class SoftmaxDecoder(Decoder):
         logits = self.logits(hidden)
         if self.constraints is None:
             return logits.argmax(dim=-1) * mask
-        zeros = logits.new_zeros(self.num_tags)
-        start, transitions = self.constraints.mask_scores(zeros, logits.new_zeros(self.num_tags, self.num_tags))
+        zeros = logits.new_zeros(self.num_labels)
+        start, transitions = self.constraints.mask_scores(zeros, logits.new_zeros(self.num_labels, self.num_labels))
         return best_paths(start, transitions, zeros, logits.log_softmax(dim=-1), mask.bool())
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import nlpfw
 from nlpfw.cli import cli
-from nlpfw.metrics import score_spans
+from nlpfw_plugins.span_metrics import score_spans
 from nlpfw_plugins.cluener import ENTITY_TYPES, Cluener, CluenerConfig
 
 MIXED = [
@@ -48,12 +48,12 @@ def test_load_predicts_offline_with_no_data(run_dir, dev, monkeypatch, tmp_path)
     for text, entities in zip(texts, predicted):
         check_offsets(text, entities)
     # the records are the spans, and score exactly what the run reported
-    spans = model.predict_spans([e.text for e in dev])
+    spans = model.predictions([e.text for e in dev])
     assert [[(s.label, s.start, s.end) for s in x] for x in spans] == [
         [(e["type"], e["start"], e["end"]) for e in x] for x in predicted[: len(dev)]
     ]
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
-    assert score_spans([e.spans for e in dev], spans).overall.f1 == report["best"]["scores"]["overall"]["f1"]
+    assert score_spans([e.gold for e in dev], spans).overall.f1 == report["best"]["scores"]["overall"]["f1"]
     # the model folder itself loads too; a single string is a mistake, not 30 one-character texts
     assert nlpfw.load(run_dir / "model").predict(MIXED) == predicted[len(dev) :]
     with pytest.raises(TypeError, match="a list of texts"):
@@ -131,7 +131,7 @@ def test_evaluate_prints_the_tables_for_a_split_or_a_file(run_dir, dev, tmp_path
 
     jsonl = tmp_path / "mine.jsonl"
     jsonl.write_text("".join(json.dumps({"text": e.text, "spans": [{"start": s.start, "end": s.end, "label": s.label}
-                                                                   for s in e.spans]}, ensure_ascii=False) + "\n"
+                                                                   for s in e.gold]}, ensure_ascii=False) + "\n"
                              for e in dev), encoding="utf-8")  # fmt: skip
     result = invoke("evaluate", run_dir, "--data", jsonl)
     assert result.exit_code == 0, result.output

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import nlpfw
 from nlpfw.cli import cli
-from nlpfw.metrics import score_spans
+from nlpfw_plugins.span_metrics import score_spans
 from nlpfw.errors import NlpfwError
 from nlpfw.export import export_onnx
 from nlpfw.plugins import LOAD_PLUGINS_ENV, build_registry, get_plugin_manager
@@ -55,7 +55,7 @@ def test_load_plugins_env_can_leave_it_out(monkeypatch: pytest.MonkeyPatch, valu
     else:
         assert result.exit_code == 1
         assert "decoder.type  unknown decoder 'global_pointer.v1'" in result.stderr
-        assert "available: crf.v1, softmax.v1" in result.stderr
+        assert "available: classifier.v1, crf.v1, softmax.v1" in result.stderr
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.toml")))
@@ -82,8 +82,8 @@ def test_trains_from_a_recipe_and_predicts_exact_offsets(nlpfw_tiny_recipe, nlpf
         for entity in entities:
             assert example.text[entity["start"] : entity["end"]] == entity["text"]
             assert entity["type"] in ("name", "address", "company")
-    spans = model.predict_spans([e.text for e in dev])
-    scores = score_spans([e.spans for e in dev], spans, model.task.entity_types)
+    spans = model.predictions([e.text for e in dev])
+    scores = score_spans([e.gold for e in dev], spans, model.task.entity_types)
     assert scores.to_dict()["overall"]["f1"] == pytest.approx(report["best"]["scores"]["overall"]["f1"])
     # Latin words, digits, spaces and emoji keep their offsets
     [found] = model.predict(["Tom在New York的IBM工作"])
@@ -117,7 +117,7 @@ def write_conll(path: Path, examples) -> None:
         if any(c.isspace() for c in example.text):
             continue
         tags = ["O"] * len(example.text)
-        for span in example.spans:
+        for span in example.gold:
             tags[span.start : span.end] = [f"B-{span.label}"] + [f"I-{span.label}"] * (span.end - span.start - 1)
         lines += [f"{c} {t}" for c, t in zip(example.text, tags)] + [""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
