@@ -42,6 +42,7 @@ from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Task
 from nlpfw.model import Model, evaluate_split, main_score
 from nlpfw.recipe import TrainerConfig
+from nlpfw.report import metric_title
 from nlpfw.sampler import LengthBucketSampler, padding_fraction
 
 
@@ -252,7 +253,7 @@ class Trainer:
                 history.stopped_early = True
                 name, value, _ = main_score(history.best)
                 self.console.print(
-                    f"[yellow]Early stop:[/] no better dev {name} in {position.stale} evaluations "
+                    f"[yellow]Early stop:[/] no better dev {metric_title(name)} in {position.stale} evaluations "
                     f"(best {value:.4f} at epoch {history.best['epoch']})"
                 )
                 break

@@ -42,7 +42,7 @@ def test_load_predicts_offline_with_no_data(run_dir, dev, monkeypatch, tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = nlpfw.load(run_dir)
     texts = [e.text for e in dev] + MIXED
-    predicted = model.predict(texts)
+    predicted = [r["entities"] for r in model.predict(texts)]
     assert len(predicted) == len(texts) and predicted[len(dev) + 2] == []  # the empty text
     assert sum(len(p) for p in predicted) > 100
     for text, entities in zip(texts, predicted):
@@ -55,7 +55,7 @@ def test_load_predicts_offline_with_no_data(run_dir, dev, monkeypatch, tmp_path)
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
     assert score_spans([e.gold for e in dev], spans).overall.f1 == report["best"]["scores"]["overall"]["f1"]
     # the model folder itself loads too; a single string is a mistake, not 30 one-character texts
-    assert nlpfw.load(run_dir / "model").predict(MIXED) == predicted[len(dev) :]
+    assert nlpfw.load(run_dir / "model").predict(MIXED) == [{"text": t, "entities": e} for t, e in zip(MIXED, predicted[len(dev) :])]
     with pytest.raises(TypeError, match="a list of texts"):
         model.predict("张三")
 
@@ -67,7 +67,7 @@ def test_predict_texts_on_the_command_line(run_dir):
     assert [r["text"] for r in records] == MIXED
     for record in records:
         check_offsets(record["text"], record["entities"])
-    assert records == [{"text": t, "entities": e} for t, e in zip(MIXED, nlpfw.load(run_dir).predict(MIXED))]
+    assert records == nlpfw.load(run_dir).predict(MIXED)  # the same records as the Python API
 
 
 def test_predict_files_keep_input_order_and_ids(run_dir, dev, tmp_path):
@@ -80,7 +80,7 @@ def test_predict_files_keep_input_order_and_ids(run_dir, dev, tmp_path):
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["text"] for r in records] == [t.replace("\u3000", " ") for t in texts]
     expected = nlpfw.load(run_dir).predict([r["text"] for r in records])
-    assert [r["entities"] for r in records] == expected
+    assert records == expected
 
     jsonl = tmp_path / "texts.jsonl"
     jsonl.write_text("".join(json.dumps({"id": f"x{i}", "text": t}, ensure_ascii=False) + "\n"

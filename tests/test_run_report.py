@@ -95,7 +95,8 @@ def test_saved_run_loads_predicts_and_reproduces_its_score(runs, data_root, regi
     scores = model.evaluate(dev)["scores"]["overall"]
     assert scores == report["best"]["scores"]["overall"]
     text = "我用iPhone6s在CSOL里打了1234567890分，去了没见过的嬲"
-    [entities] = model.predict([text])
+    [record] = model.predict([text])
+    entities = record["entities"]
     assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)
 
 
