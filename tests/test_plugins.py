@@ -150,7 +150,7 @@ def test_builtin_plugin_records(pm: PluginManager) -> None:
         "nlpfw_plugins.textcat": ("builtin", "0.1.0", ["register_decoders", "register_tasks"],
                                   ["task: textcat.v1", "decoder: classifier.v1"], None),
         "nlpfw_plugins.text_labels": ("builtin", "0.1.0", ["register_datasets"],
-                                      ["dataset: text_labels.v1", "dataset: sentiment.v1"], None),
+                                      ["dataset: sentiment.v1", "dataset: text_labels.v1"], None),
     }
 
 
