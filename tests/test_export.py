@@ -68,3 +68,12 @@ def test_export_errors(run_dir, tmp_path, registry, monkeypatch):
     with pytest.raises(NlpfwError, match=r"ONNX export needs onnx, onnxscript, onnxruntime: pip install 'nlpfw\[onnx\]'"):
         export_onnx(run_dir, tmp_path / "x.onnx", registry)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_decoder_that_cannot_be_exported_is_refused(run_dir, tmp_path, registry, monkeypatch):
+    from nlpfw_plugins.crf import CrfDecoder
+
+    monkeypatch.setattr(CrfDecoder, "exportable", False)  # as a span decoder declares
+    with pytest.raises(NlpfwError, match=r"crf.v1 cannot be exported to ONNX: its output \(tags\) has a size that depends on the data$"):
+        export_onnx(run_dir, tmp_path / "x.onnx", registry)
+    assert not (tmp_path / "x.onnx").exists()
