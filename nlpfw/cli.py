@@ -261,7 +261,7 @@ def evaluate(
 @RUN_DIR
 @click.argument("texts", nargs=-1)
 @click.option("--input", "input_file", type=click.Path(path_type=Path), default=None,
-              help="Texts to tag: plain lines, or JSON lines with \"text\" (and \"id\").")  # fmt: skip
+              help="Texts to predict on: plain lines, or JSON lines with \"text\" (and \"id\").")  # fmt: skip
 @click.option("--format", "form", type=click.Choice(["auto", "text", "jsonl"]), default="auto", show_default=True,
               help="Form of --input; auto: JSON lines for .json/.jsonl, else plain lines.")  # fmt: skip
 @click.option("--output", type=click.Path(path_type=Path), default=None,
@@ -324,15 +324,16 @@ def predict(
 @click.pass_context
 @user_errors
 def export(ctx: click.Context, run_dir: Path, onnx_out: Path) -> None:
-    """Export a trained model, encoder and decoder (CRF included), to one ONNX graph."""
+    """Export a trained model, encoder and decoder (a CRF's Viterbi included), to one ONNX graph."""
     from nlpfw.export import export_onnx
 
     _quiet_transformers()
     _, registry = _plugins(ctx)
     out = export_onnx(run_dir, onnx_out, registry)
     size = out.stat().st_size / 2**20
-    click.echo(f"Wrote {out} ({size:.1f} MiB; inputs input_ids, mask; output tags) and {out.name}.json (labels); "
-               "onnxruntime gave the model's own tags on a check batch")  # fmt: skip
+    output = json.loads(out.with_name(out.name + ".json").read_text(encoding="utf-8"))["output"]
+    click.echo(f"Wrote {out} ({size:.1f} MiB; inputs input_ids, mask; output {output}) and {out.name}.json (labels); "
+               f"onnxruntime gave the model's own {output} on a check batch")  # fmt: skip
 
 
 @cli.command()

@@ -53,7 +53,7 @@ def _require_onnx() -> None:
 
 def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
     """Write the model folder `model_dir` as the ONNX graph `out` (atomically) and its sidecar
-    `OUT.json` (labels, entity types, window and stride); return `out`. Before the graph is
+    `OUT.json` (the task, the target's label names, window and stride); return `out`. Before the graph is
     kept, onnxruntime runs it on a check batch and must give the model's own outputs."""
     loaded = load_model(model_dir, registry)  # raises NlpfwError for a folder that holds no model
     decoder = loaded.model.decoder

@@ -206,8 +206,8 @@ class Decoder(nn.Module):
     """
 
     config_model: ClassVar[type[Config]] = DecoderConfig
-    targets: ClassVar[tuple[str, ...]] = ("tags",)
-    output_name: ClassVar[str] = "tags"  # what `decode` returns, as the ONNX graph names its output
+    targets: ClassVar[tuple[str, ...]] = ()  # every decoder names the targets it learns from
+    output_name: ClassVar[str] = "output"  # what `decode` returns, as the ONNX graph names its output
     exportable: ClassVar[bool] = True  # False: `decode` cannot be traced to ONNX (data-dependent shapes)
 
     def __init__(self, config: Config, input_dim: int, labels: Sequence[str], target: str):

@@ -75,6 +75,7 @@ class CrfDecoder(Decoder):
     config_model = CrfConfig
     config: CrfConfig
     targets = ("tags",)
+    output_name = "tags"
 
     def __init__(self, config: CrfConfig, input_dim: int, labels: Sequence[str], target: str = "tags"):
         super().__init__(config, input_dim, labels, target)

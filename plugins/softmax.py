@@ -26,6 +26,7 @@ class SoftmaxDecoder(Decoder):
     config: SoftmaxConfig
 
     targets = ("tags",)
+    output_name = "tags"
 
     def __init__(self, config: SoftmaxConfig, input_dim: int, labels: Sequence[str], target: str = "tags"):
         super().__init__(config, input_dim, labels, target)

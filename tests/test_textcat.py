@@ -357,3 +357,20 @@ def test_sigkill_then_resume_gives_the_uninterrupted_classifier(textcat_run, tmp
     assert not (output / "report.json").exists()
     run_ok([sys.executable, "-m", "nlpfw", "run", str(RECIPE), "--resume", str(output)])
     assert comparable(output) == comparable(textcat_run)
+
+
+def test_two_processes_train_the_classifier_one_process_trains(tmp_path, data_root):
+    exact = ["trainer.amp=false", "encoder.dropout=0.0", "encoder.unk_dropout=0.0", "decoder.dropout=0.0"]
+    single, double = tmp_path / "single", tmp_path / "double"
+    run_ok([sys.executable, "-m", "nlpfw", *run_args(single, *exact)])
+    result = run_ok([sys.executable, "-m", "nlpfw", *run_args(double, *exact), "--nproc", "2"])
+    assert result.stdout.count("Done: best dev accuracy") == 1  # only rank 0 prints
+    import safetensors.torch
+
+    ours = safetensors.torch.load_file(str(double / "model" / "model.safetensors"))
+    theirs = safetensors.torch.load_file(str(single / "model" / "model.safetensors"))
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-5, msg=name)
+    one, two = (json.loads((run / "report.json").read_text(encoding="utf-8"))["best"] for run in (single, double))
+    assert two["per_label"]["overall"]["support"] == 300  # every dev text scored once, gathered from both ranks
+    assert two["summary"]["accuracy"] == pytest.approx(one["summary"]["accuracy"], abs=1 / 300)
