@@ -246,12 +246,12 @@ def evaluate_split(
 
 
 def main_score(record: dict[str, Any]) -> tuple[str, float, bool]:
-    """(name, value, higher is better) of an evaluation record's main score; records written
-    before tasks named one are NER records, whose main score was the entity F1."""
-    if "main" in record:
-        main = record["main"]
-        return main["name"], main["value"], main.get("higher_is_better", True)
-    return "f1", record["scores"]["overall"]["f1"], True
+    """(name, value, higher is better) of an evaluation record's main score (records written
+    before tasks named one are read by `nlpfw.report.evaluation_fields`)."""
+    from nlpfw.report import evaluation_fields
+
+    main = evaluation_fields(record)["main"]
+    return main["name"], main["value"], main.get("higher_is_better", True)
 
 
 def load_model(directory: str | Path, registry: Registry, device: str | torch.device = "cpu") -> LoadedModel:
