@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import uvicorn
 
 from nlpfw.errors import NlpfwError
 from nlpfw.model import LoadedModel, load_model
@@ -68,8 +69,6 @@ def serve(model: LoadedModel, settings: ServeSettings, host: str, port: int, run
           drain_timeout: float = 30.0, log_level: str = "info") -> None:  # fmt: skip
     """Serve in this process until SIGTERM or Ctrl-C, then finish the requests in flight and
     return (the command exits 0)."""
-    import uvicorn
-
     app = create_app(model, settings, runtime)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_timeout,
                             server_header=False)  # fmt: skip
@@ -86,8 +85,6 @@ def serve(model: LoadedModel, settings: ServeSettings, host: str, port: int, run
 def serve_workers(options: dict[str, Any], settings: ServeSettings, workers: int, host: str, port: int,
                   drain_timeout: float = 30.0, log_level: str = "info") -> None:  # fmt: skip
     """Serve with `workers` processes sharing the socket; each loads the model itself."""
-    import uvicorn
-
     os.environ[ENVIRONMENT] = json.dumps({"options": options, "settings": dataclasses.asdict(settings)})
     uvicorn.run("nlpfw.serve.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, timeout_graceful_shutdown=drain_timeout, server_header=False)  # fmt: skip
