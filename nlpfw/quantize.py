@@ -10,6 +10,7 @@ compared with the float model's on a check batch, and the file is refused when m
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def check_texts(path: Path | None) -> list[str]:
 
 def tag_changes(loaded: LoadedModel, graph: Path, texts: Sequence[str]) -> tuple[int, int]:
     """(characters whose tag from `graph` differs from the PyTorch model's, characters), over
-    `texts` encoded and windowed as in prediction."""
+    `texts` encoded and windowed as in prediction (a character in two overlapping windows of a
+    long text counts twice)."""
     from nlpfw.export import OnnxTagger
 
     split = loaded.encode([Example(t) for t in texts])
@@ -75,7 +77,13 @@ def write_int8(float_graph: Path, out: Path, loaded: LoadedModel, texts: Sequenc
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     def quantize(tmp: Path) -> None:
-        quantize_dynamic(float_graph, tmp, weight_type=QuantType.QInt8)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantizer warns on root about each tensor it leaves float (the CRF's ints)
+        try:
+            quantize_dynamic(float_graph, tmp, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         changed, chars = tag_changes(loaded, tmp, texts)
         check["changed"], check["chars"] = changed, chars
         if changed > max_changed * chars:
