@@ -221,14 +221,23 @@ def start_command(run_dir: Path, *options: str) -> tuple[subprocess.Popen, str]:
 
 @pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # 3 processes load torch: 12 s
 def test_the_serve_command_answers_and_drains_on_sigterm(run_dir, workers):
-    # a micro-batch that waits 1.5 s for company: the request is still in flight when SIGTERM comes
-    process, base = start_command(run_dir, "--batch-wait-ms", "1500", "--max-batch", "1000", "--workers", str(workers))
+    process, base = start_command(run_dir, "--workers", str(workers))
+    texts = ["张三在北京的华为公司工作", *MIXED]
+    body = json.dumps({"texts": texts}, ensure_ascii=False).encode()
+    sent_half = threading.Event()
+
+    def slowly() -> Iterator[bytes]:  # the request is still arriving when SIGTERM comes
+        yield body[:10]
+        sent_half.set()
+        time.sleep(1.5)
+        yield body[10:]
+
     try:
-        texts = ["张三在北京的华为公司工作", *MIXED]
         answer: dict = {}
-        thread = threading.Thread(target=lambda: answer.update(r=httpx.post(f"{base}/predict", json={"texts": texts}, timeout=60)))
+        thread = threading.Thread(target=lambda: answer.update(r=httpx.post(f"{base}/predict", content=slowly(), timeout=60)))
         thread.start()
-        time.sleep(0.5)
+        assert sent_half.wait(30)
+        time.sleep(0.3)
         process.send_signal(signal.SIGTERM)
         thread.join(60)
         output, _ = process.communicate(timeout=60)

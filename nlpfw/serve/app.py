@@ -151,7 +151,8 @@ def create_app(model: LoadedModel, settings: ServeSettings = ServeSettings(), ru
     )  # fmt: skip
     async def predict(request: Request) -> JSONResponse:
         """One record per text, in order: exactly the records of `nlpfw predict`."""
-        texts = await read_texts(request, settings)
+        with batcher.arrival():
+            texts = await read_texts(request, settings)
         return JSONResponse(await batcher.submit([{"text": t} for t in texts]))
 
     @app.get("/health")

@@ -1,9 +1,10 @@
 """Micro-batching: requests that arrive together are predicted as one batch, off the event loop.
 
 Each request hands its texts to `MicroBatcher.submit` and awaits its own records. One loop
-takes the first waiting request, then collects more for up to `max_wait` seconds or until
-`max_texts` texts are in hand (a request is never split), and runs them all through the
-model in one call on a single worker thread; the model sorts the texts by length, so the batch
+takes the first waiting request, then, while other requests are still arriving (their bodies
+being read), collects more for up to `max_wait` seconds or until `max_texts` texts are in hand
+(a request is never split), and runs them all through the model in one call on a single
+worker thread. A lone request waits for nobody; the model sorts the texts by length, so the batch
 pads only to its own longest. While the model works, the next requests queue up and form the
 next batch, so throughput grows with concurrency. With batching off each request is run alone,
 one after another.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +33,7 @@ class MicroBatcher:
         self.enabled = enabled
         self.batches = 0  # model calls so far, and the texts they held: /health shows them
         self.texts = 0
+        self.arriving = 0  # requests being read that will be submitted: worth waiting for
         self._queue: asyncio.Queue[tuple[Records, asyncio.Future[Records]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -59,11 +61,21 @@ class MicroBatcher:
         await self._queue.put((list(records), future))
         return await future
 
+    @contextlib.contextmanager
+    def arrival(self) -> Iterator[None]:
+        """Around reading a request that will be submitted: the batch being formed waits for it."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
+
     async def _collect(self) -> list[tuple[Records, asyncio.Future[Records]]]:
         assert self._queue is not None
         jobs = [await self._queue.get()]
         if not self.enabled:
             return jobs
+        await asyncio.sleep(0)  # let the requests whose handlers are already scheduled reach the queue
         count = len(jobs[0][0])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait
@@ -72,7 +84,7 @@ class MicroBatcher:
                 job = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or not self.arriving:
                     break
                 try:
                     async with asyncio.timeout(remaining):
