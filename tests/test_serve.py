@@ -123,6 +123,8 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(base):
         (dict(json={"texts": None}), 422, '"texts" must be a list of strings, got NoneType'),
         (dict(json={"texts": ["张三", 3]}), 422, r'"texts"\[1\] is int, not a string'),
         (dict(json={"texts": [["张三"]]}), 422, r'"texts"\[0\] is list, not a string'),
+        (dict(content=b'{"texts": ["ok", "\\u5f20\\ud800"]}'), 422,
+         r'"texts"\[1\] is not valid Unicode: a lone surrogate at character 1'),
         (dict(json={"texts": ["x" * 30_000]}), 413, "request body of 30,01[0-9] bytes is over the limit of 20,000"),
         (dict(content=chunked(b'{"texts": ["' + b"x" * 30_000 + b'"]}')), 413,
          "request body is over the limit of 20,000 bytes"),

@@ -105,6 +105,11 @@ async def read_texts(request: Request, settings: ServeSettings) -> list[str]:
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise _status(422, f'"texts"[{index}] is {type(text).__name__}, not a string')
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:  # JSON's "\ud800": a lone surrogate, no character
+                raise _status(422, f'"texts"[{index}] is not valid Unicode: a lone surrogate at character {error.start}') from None
     chars = sum(len(t) for t in texts)
     if chars > settings.max_chars:
         raise _status(413, f"the texts hold {chars:,} characters, over the limit of {settings.max_chars:,} a request")
