@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
     parser.add_argument("--texts-per-request", type=int, default=1)
+    parser.add_argument("--modes", nargs="+", choices=["on", "off"], default=["on", "off"], help="micro-batching")
     parser.add_argument("--soak", type=float, default=0.0,
                         help="then this many seconds more at the highest concurrency, printing the server's memory")  # fmt: skip
     parser.add_argument("--server-option", action="append", default=[], help="passed to nlpfw serve (repeatable)")
@@ -145,6 +146,8 @@ def main() -> None:
               f"{'errors':>6} {'RSS start→end MiB':>18} {'max':>6} {'CPU ms/req server':>17} {'client':>6}")  # fmt: skip
     results = {}
     for mode, options in (("on", []), ("off", ["--no-batching"])):
+        if mode not in args.modes:
+            continue
         with server(args.run_dir, [*options, *args.server_option]) as (base, pid):
             asyncio.run(load(base, pid, texts, 4, 2.0, args.texts_per_request))  # warm-up
             rows = [asyncio.run(load(base, pid, texts, c, args.seconds, args.texts_per_request))
