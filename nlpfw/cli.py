@@ -405,6 +405,9 @@ def serve(
         max_body_bytes=max_body_bytes, max_chars=max_chars, api_key=api_key or None,
     )  # fmt: skip
     runtime = "onnxruntime" if onnx_file else "torch"
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        click.echo(f"Warning: serving on {host} without an API key: whoever reaches it can use it "
+                   "(--api-key or NLPFW_API_KEY)", err=True)  # fmt: skip
     where = f"http://{host}:{port}"
     click.echo(f"Serving {run_dir} ({runtime}, {workers} process{'es' if workers > 1 else ''}) at {where}: "
                f"the page at {where}/, the API at {where}/docs" + ("; API key required" if api_key else ""), err=True)  # fmt: skip
