@@ -254,6 +254,22 @@ def test_the_serve_command_answers_and_drains_on_sigterm(run_dir, workers):
         httpx.get(f"{base}/health", timeout=2)
 
 
+def test_serve_binds_loopback_unless_told_and_warns_without_a_key(run_dir, monkeypatch):
+    import nlpfw.serve.server
+
+    calls = []
+    monkeypatch.setattr(nlpfw.serve.server, "serve", lambda model, settings, host, port, *rest: calls.append((host, settings)))
+    monkeypatch.delenv("NLPFW_API_KEY", raising=False)
+    result = CliRunner().invoke(cli, ["serve", str(run_dir)])
+    assert result.exit_code == 0 and calls[-1][0] == "127.0.0.1" and calls[-1][1].api_key is None
+    assert "Warning" not in result.output
+    result = CliRunner().invoke(cli, ["serve", str(run_dir), "--host", "0.0.0.0"])
+    assert calls[-1][0] == "0.0.0.0"
+    assert "Warning: serving on 0.0.0.0 without an API key: whoever reaches it can use it" in " ".join(result.output.split())
+    result = CliRunner(env={"NLPFW_API_KEY": "k"}).invoke(cli, ["serve", str(run_dir), "--host", "0.0.0.0"])
+    assert calls[-1][1].api_key == "k" and "Warning" not in result.output
+
+
 def test_serve_errors(run_dir, tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["serve", str(tmp_path)])
     assert result.exit_code == 1
