@@ -87,7 +87,11 @@ async def load(base: str, pid: int, texts: list[str], concurrency: int, seconds:
     stop = time.monotonic() + seconds
     limit = int(seconds * 5000)  # a bound on the requests, whatever the speed
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=1)) as client:
+            await requests(client)
+
+    async def requests(client: httpx.AsyncClient) -> None:
         nonlocal errors
         while time.monotonic() < stop and len(latencies) + errors < limit:
             begin = next(batches)
@@ -107,12 +111,12 @@ async def load(base: str, pid: int, texts: list[str], concurrency: int, seconds:
             await asyncio.sleep(0.2)
             samples.append(memory(pid)["VmRSS"])
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
-        began, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(pid), time.process_time()
-        await asyncio.gather(sample(), *(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-        server_cpu, client_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
+    # one keep-alive connection per worker: a shared httpx pool of 32 costs the client more CPU
+    # per request than the server spends (measured: 4.0 against 3.8 ms)
+    began, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(pid), time.process_time()
+    await asyncio.gather(sample(), *(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    server_cpu, client_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - client_cpu
     p50, p95, p99 = np.percentile(np.asarray(latencies) * 1000, [50, 95, 99]) if latencies else (0, 0, 0)
     return {
         "concurrency": concurrency, "requests_s": len(latencies) / elapsed,
