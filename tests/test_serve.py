@@ -152,6 +152,7 @@ def test_info_docs_and_the_page(base, model):
     assert info["task"] == "ner.v1" and info["labels"] == model.task.entity_types
     assert info["model"]["encoder"] == "bert.v1" and info["model"]["decoder"] == "crf.v1"
     assert info["model"]["runtime"] == "torch" and info["versions"]["nlpfw"] == nlpfw.__version__
+    assert info["model"]["folder"] == model.directory.parent.name  # the run folder's name, not "model"
     assert info["versions"]["crf.v1"] == {"plugin": "nlpfw_plugins.crf", "version": nlpfw.__version__}
     assert info["window"] == model.model.encoder.max_chars and 0 < info["stride"] < info["window"]
     assert info["batching"] == {"enabled": True, "max_texts": 64, "max_wait_ms": 20.0}

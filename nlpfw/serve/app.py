@@ -60,11 +60,14 @@ def model_info(model: LoadedModel, runtime: str) -> dict[str, Any]:
     recipe = model.recipe
     window, stride = window_settings(recipe.trainer.window, recipe.trainer.stride, model.model.encoder.max_chars)
     components = {kind: getattr(recipe, kind) for kind in ("task", "dataset", "encoder", "decoder")}
+    folder = model.directory
+    if folder is not None and folder.name == "model":  # a run folder's model/: name the run
+        folder = folder.parent
     return {
         "task": recipe.task.type,
         "labels": list(model.task.entity_types),
         "model": {
-            "folder": model.directory.name if model.directory else None,
+            "folder": folder.name if folder else None,  # the name only: clients learn no server paths
             "recipe": recipe.name,
             "runtime": runtime,
             **{kind: section.type for kind, section in components.items()},
