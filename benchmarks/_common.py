@@ -91,3 +91,18 @@ def matmul_rate(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
     """FLOP/s of one n x n x n matmul in `dtype`: the practical limit of this machine."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n**3 / timed(lambda: a @ b, repeat, warmup=2)
+
+
+def cpu_class() -> str:
+    """The CPU's model name and its vector/matrix extensions (AMX, AVX-512, AVX2), from lscpu."""
+    import subprocess
+
+    try:
+        info = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    name = fields.get("Model name", platform.machine()).strip()
+    flags = set(fields.get("Flags", "").split())
+    extensions = [f for f in ("amx_bf16", "amx_int8", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "avx2") if f in flags]
+    return f"{name} ({os.cpu_count()} cores; {', '.join(extensions) or 'no AVX2'})"

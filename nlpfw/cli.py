@@ -321,19 +321,110 @@ def predict(
 @RUN_DIR
 @click.option("--onnx", "onnx_out", type=click.Path(path_type=Path), required=True,
               help="Write the ONNX graph here (and its labels beside it, in OUT.json).")  # fmt: skip
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Write an int8 graph (onnxruntime dynamic quantization) for faster CPU inference.")  # fmt: skip
+@click.option("--max-tag-change", default=0.02, show_default=True, type=click.FloatRange(0, 1),
+              help="With --quantize: refuse the graph if more than this share of the check batch's characters "
+                   "get another tag than from the float model.")  # fmt: skip
+@click.option("--check-input", type=click.Path(path_type=Path), default=None,
+              help="With --quantize: the check batch, one text a line (default: built-in sentences).")  # fmt: skip
 @click.pass_context
 @user_errors
-def export(ctx: click.Context, run_dir: Path, onnx_out: Path) -> None:
+def export(
+    ctx: click.Context, run_dir: Path, onnx_out: Path, quantize: str | None, max_tag_change: float,
+    check_input: Path | None,
+) -> None:  # fmt: skip
     """Export a trained model, encoder and decoder (a CRF's Viterbi included), to one ONNX graph."""
     from nlpfw.export import export_onnx
 
     _quiet_transformers()
     _, registry = _plugins(ctx)
-    out = export_onnx(run_dir, onnx_out, registry)
+    texts = None
+    if quantize:
+        from nlpfw.quantize import check_texts
+
+        texts = check_texts(check_input)
+    out = export_onnx(run_dir, onnx_out, registry, quantize, texts, max_tag_change)
     size = out.stat().st_size / 2**20
     output = json.loads(out.with_name(out.name + ".json").read_text(encoding="utf-8"))["output"]
-    click.echo(f"Wrote {out} ({size:.1f} MiB; inputs input_ids, mask; output {output}) and {out.name}.json (labels); "
-               f"onnxruntime gave the model's own {output} on a check batch")  # fmt: skip
+    kind = f"{quantize}, " if quantize else ""
+    click.echo(f"Wrote {out} ({kind}{size:.1f} MiB; inputs input_ids, mask; output {output}) and {out.name}.json (labels); "
+               f"onnxruntime gave the model's own {output} on a check batch{' (float32 graph)' if quantize else ''}")  # fmt: skip
+    if quantize:
+        check = json.loads(out.with_name(out.name + ".json").read_text(encoding="utf-8"))["quantization"]["check"]
+        click.echo(f"int8: {check['changed']:,} of {check['chars']:,} characters of the check batch "
+                   f"({check['changed'] / max(check['chars'], 1):.2%}) tagged differently from the float model "
+                   f"(allowed: {max_tag_change:.2%})")  # fmt: skip
+
+
+@cli.command()
+@RUN_DIR
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; 0.0.0.0 serves other machines too (set an API key then).")  # fmt: skip
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--onnx", "onnx_file", type=click.Path(path_type=Path), default=None,
+              help="Compute the tags with this exported ONNX graph (nlpfw export) through onnxruntime.")  # fmt: skip
+@click.option("--api-key", envvar="NLPFW_API_KEY", default=None, show_envvar=True,
+              help="Require this key (X-API-Key header or Authorization: Bearer) on /predict and /info.")  # fmt: skip
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Server processes, each with its own copy of the model.")  # fmt: skip
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="CPU threads for each process's model (default: torch's, divided among the workers).")  # fmt: skip
+@click.option("--batch-wait-ms", default=2.0, show_default=True, type=click.FloatRange(min=0),
+              help="How long a micro-batch waits for more requests after its first.")  # fmt: skip
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Texts at which a micro-batch closes (a request is never split).")  # fmt: skip
+@click.option("--no-batching", is_flag=True, help="Run each request alone (for comparison).")
+@click.option("--max-body-bytes", default=1 << 20, show_default=True, type=click.IntRange(min=1),
+              help="Larger request bodies get 413.")  # fmt: skip
+@click.option("--max-chars", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Characters a request's texts may hold in all (413 above); long texts are windowed.")  # fmt: skip
+@click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="On SIGTERM, seconds to let the requests in flight finish.")  # fmt: skip
+@DEVICE
+@BATCH
+@click.pass_context
+@user_errors
+def serve(
+    ctx: click.Context, run_dir: Path, host: str, port: int, onnx_file: Path | None, api_key: str | None,
+    workers: int, threads: int | None, batch_wait_ms: float, max_batch: int, no_batching: bool,
+    max_body_bytes: int, max_chars: int, drain_timeout: float, device: str, batch_size: int,
+) -> None:  # fmt: skip
+    """Serve a trained model over HTTP: POST /predict, GET /info, /health, /docs, and a page at /."""
+    try:
+        from nlpfw.serve.app import ServeSettings
+        from nlpfw.serve.server import load_for_serving, serve_workers
+        from nlpfw.serve.server import serve as serve_app
+    except ImportError as error:
+        raise NlpfwError(f"nlpfw serve needs fastapi and uvicorn ({error.name} is missing): "
+                         "pip install 'nlpfw[serve]'") from None  # fmt: skip
+    import torch
+
+    from nlpfw.device import resolve_device
+
+    _quiet_transformers()
+    _, registry = _plugins(ctx)
+    device = str(resolve_device(device))
+    threads = threads or (max(1, torch.get_num_threads() // workers) if workers > 1 else None)
+    model = load_for_serving(run_dir, registry, device, onnx_file, threads)  # errors before binding
+    settings = ServeSettings(
+        batching=not no_batching, max_batch_texts=max_batch, max_wait_ms=batch_wait_ms, batch_size=batch_size,
+        max_body_bytes=max_body_bytes, max_chars=max_chars, api_key=api_key or None,
+    )  # fmt: skip
+    runtime = "onnxruntime" if onnx_file else "torch"
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        click.echo(f"Warning: serving on {host} without an API key: whoever reaches it can use it "
+                   "(--api-key or NLPFW_API_KEY)", err=True)  # fmt: skip
+    where = f"http://{host}:{port}"
+    click.echo(f"Serving {run_dir} ({runtime}, {workers} process{'es' if workers > 1 else ''}) at {where}: "
+               f"the page at {where}/, the API at {where}/docs" + ("; API key required" if api_key else ""), err=True)  # fmt: skip
+    if workers == 1:
+        serve_app(model, settings, host, port, runtime, drain_timeout)
+        return
+    del model
+    options = {"run_dir": str(run_dir), "device": device, "onnx": str(onnx_file) if onnx_file else None,
+               "threads": threads, "plugins": list(ctx.obj["plugins"])}  # fmt: skip
+    serve_workers(options, settings, workers, host, port, drain_timeout)
 
 
 @cli.command()

@@ -51,10 +51,17 @@ def _require_onnx() -> None:
             raise NlpfwError(f"ONNX export needs {', '.join(REQUIRED)}: pip install 'nlpfw[onnx]'") from None
 
 
-def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
+def export_onnx(
+    model_dir: Path, out: Path, registry: Registry, quantize: str | None = None, check_texts: list[str] | None = None,
+    max_tag_change: float = 0.02,
+) -> Path:  # fmt: skip
     """Write the model folder `model_dir` as the ONNX graph `out` (atomically) and its sidecar
-    `OUT.json` (the task, the target's label names, window and stride); return `out`. Before the graph is
-    kept, onnxruntime runs it on a check batch and must give the model's own outputs."""
+    `OUT.json` (the task, the target's label names, window and stride); return `out`. Before the
+    graph is kept, onnxruntime runs it on a check batch and must give the model's own outputs.
+
+    With `quantize="int8"` the float graph is quantized (`nlpfw.quantize`) and `out` is written
+    only if the int8 tags differ from the model's on at most `max_tag_change` of the characters
+    of `check_texts` (default `nlpfw.quantize.CHECK_TEXTS`)."""
     loaded = load_model(model_dir, registry)  # raises NlpfwError for a folder that holds no model
     decoder = loaded.model.decoder
     if not decoder.exportable:
@@ -90,7 +97,16 @@ def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
             registration.setLevel(level)
     assert program is not None
     out = Path(out)
-    io.atomic_write(out, lambda tmp: _save_checked(program, tmp, tagger, loaded))
+    graph = out if quantize is None else out.with_name(f".{out.name}.float32.onnx")  # quantized into `out` below
+    io.atomic_write(graph, lambda tmp: _save_checked(program, tmp, tagger, loaded))
+    int8_check = None
+    if quantize is not None:
+        from nlpfw.quantize import CHECK_TEXTS, write_int8
+
+        try:
+            int8_check = write_int8(graph, out, loaded, check_texts or list(CHECK_TEXTS), max_tag_change)
+        finally:
+            graph.unlink(missing_ok=True)
     window, stride = window_settings(loaded.recipe.trainer.window, loaded.recipe.trainer.stride, max_chars)
     io.write_json(out.with_name(out.name + ".json"), {
         "nlpfw_version": nlpfw.__version__,
@@ -106,6 +122,7 @@ def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
         "task": loaded.recipe.task.type,
         "encoder": loaded.recipe.encoder.type,
         "decoder": loaded.recipe.decoder.type,
+        **({"quantization": {"type": quantize, "check": int8_check}} if quantize else {}),
     })  # fmt: skip
     return out
 
