@@ -22,7 +22,8 @@ import nlpfw
 from nlpfw import io
 from nlpfw.corpus import window_settings
 from nlpfw.errors import NlpfwError
-from nlpfw.model import LoadedModel, load_model
+from nlpfw.model import LoadedModel
+from nlpfw.modelcheck import load_checked
 from nlpfw.registry import Registry
 
 REQUIRED = ("onnx", "onnxscript", "onnxruntime")
@@ -52,7 +53,7 @@ def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
     """Write the model folder `model_dir` as the ONNX graph `out` (atomically) and its sidecar
     `OUT.json` (labels, entity types, window and stride); return `out`. Before the graph is
     kept, onnxruntime runs it on a check batch and must give the model's own tags."""
-    loaded = load_model(model_dir, registry)  # raises NlpfwError for a folder that holds no model
+    loaded = load_checked(model_dir, registry)  # raises NlpfwError for a missing or damaged model folder
     if loaded.model.decoder.target != "tags":
         raise NlpfwError(
             f"{model_dir}: ONNX export covers tag decoders; {loaded.recipe.decoder.type} predicts "
