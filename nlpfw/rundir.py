@@ -16,6 +16,7 @@ once `claim` (on `--resume`) has finished the swap.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -71,10 +72,12 @@ class Lock:
         self.folder = folder
         self.path = folder / LOCK
         self.held = False
+        self.created = False  # the folder was made for this run: removed again if left empty
 
     def acquire(self) -> Lock:
         if os.environ.get(LOCK_HELD) == str(self.path.absolute()):
             return self  # the parent process (nlpfw run --nproc) holds it for this run
+        self.created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             tmp = io.temporary(self.path)
@@ -112,6 +115,9 @@ class Lock:
             if owner is not None and owner.get("pid") == os.getpid():
                 self.path.unlink(missing_ok=True)
             self.held = False
+            if self.created:  # a run that failed before writing anything leaves no folder
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()
             if os.environ.get(LOCK_HELD) == str(self.path.absolute()):
                 del os.environ[LOCK_HELD]
 
@@ -124,7 +130,6 @@ def claim(folder: Path, overwrite: bool = False, resume: bool = False) -> Lock:
     """Lock `folder` for a run; see the module docstring. Raises `RunDirError` if it cannot."""
     if folder.exists() and not folder.is_dir():
         raise RunDirError(f"output folder {folder} is a file")
-    existed = folder.exists()
     try:
         lock = Lock(folder).acquire()
     except OSError as error:
@@ -144,8 +149,6 @@ def claim(folder: Path, overwrite: bool = False, resume: bool = False) -> Lock:
         empty(folder)
     except BaseException:
         lock.release()
-        if not existed:
-            shutil.rmtree(folder, ignore_errors=True)
         raise
     return lock
 
