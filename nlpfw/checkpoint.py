@@ -125,9 +125,11 @@ def save(run_dir: Path, model: torch.nn.Module, checkpoint: Checkpoint) -> Path:
         io.sync_folder(partial)
     except (OSError, RuntimeError) as error:
         shutil.rmtree(partial, ignore_errors=True)
+        rundir.commit_model(run_dir, None)  # a model staged for this checkpoint goes with it
         raise io.WriteError(f"cannot write the checkpoint {target}: {io.reason(error, run_dir)}") from None
     except BaseException as error:
         shutil.rmtree(partial, ignore_errors=True)
+        rundir.commit_model(run_dir, None)
         if type(error).__name__ == "SafetensorError":
             raise io.WriteError(f"cannot write the checkpoint {target}: {io.reason(error, run_dir)}") from None
         raise

@@ -181,8 +181,10 @@ def run(
         sys.exit(signals.exit_code())
     except WriteError as error:
         kept = checkpoint.find(folder)
-        state = f"the last checkpoint, {kept}, is intact; once the cause is fixed: {resume_with}" if kept else "no checkpoint had been written yet"
-        raise NlpfwError(f"{error}; the run stopped and left no temporary files. {state[0].upper()}{state[1:]}") from None
+        again = " ".join(["nlpfw run", str(recipe), *[f"--set {item}" for item in overrides], "-o", str(folder), "--overwrite"])
+        state = (f"The last checkpoint, {kept}, is intact; once the cause is fixed: {resume_with}" if kept
+                 else f"No checkpoint had been written yet; once the cause is fixed: {again}")  # fmt: skip
+        raise NlpfwError(f"{error}; the run stopped and left no temporary files. {state}") from None
     finally:
         distributed.teardown(context)
         if lock is not None:

@@ -34,7 +34,11 @@ _stages = 0
 
 
 class WriteError(NlpfwError):
-    """A file or folder could not be written; the message names it and says why."""
+    """A file or folder could not be written; the message names it and says why (`cause`)."""
+
+    def __init__(self, message: str, cause: str | None = None):
+        super().__init__(message)
+        self.cause = cause
 
 
 def fault_point(stage: str) -> None:
@@ -158,8 +162,7 @@ def check_writable(path: Path, option: str = "--output") -> None:
         probe.write_bytes(b"")
     except OSError as error:
         raise WriteError(f"{option}: cannot write {path}: {reason(error, folder)}") from None
-    finally:
-        probe.unlink(missing_ok=True)
+    probe.unlink(missing_ok=True)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -190,7 +193,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException as error:
         tmp.unlink(missing_ok=True)
         if isinstance(error, (OSError, RuntimeError)) or type(error).__name__ == "SafetensorError":
-            raise WriteError(f"cannot write {path}: {reason(error, target.parent)}") from None
+            cause = reason(error, target.parent)
+            raise WriteError(f"cannot write {path}: {cause}", cause) from None
         raise
 
 

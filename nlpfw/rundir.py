@@ -183,8 +183,9 @@ def stage_model(run_dir: Path, epoch: int, write: Callable[[Path], None]) -> Pat
         partial.rename(staged)
     except BaseException as error:
         shutil.rmtree(partial, ignore_errors=True)
-        if isinstance(error, (OSError, RuntimeError)) and not isinstance(error, io.WriteError):
-            raise io.WriteError(f"cannot write the model {run_dir / MODEL}: {io.reason(error, run_dir)}") from None
+        if isinstance(error, io.WriteError) or (isinstance(error, (OSError, RuntimeError))):
+            cause = getattr(error, "cause", None) or io.reason(error, run_dir)
+            raise io.WriteError(f"cannot write the model {run_dir / MODEL}: {cause}", cause) from None
         raise
     io.sync_folder(run_dir)
     return staged
