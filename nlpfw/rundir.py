@@ -33,7 +33,7 @@ LOCK = ".nlpfw.lock"
 LOCK_HELD = "NLPFW_RUN_LOCK"  # set for the processes a locked run starts (torchrun ranks)
 MODEL = "model"
 # What makes a folder a run folder (any one of them).
-RUN_FILES = ("recipe.toml", "plugins.json", "metrics.jsonl", "report.json", "checkpoint", "model", LOCK)
+RUN_FILES = ("recipe.toml", "plugins.json", "metrics.jsonl", "report.json", "checkpoint", "model")
 _STAGED = re.compile(r"^\.model\.next-E(\d+)$")
 
 
