@@ -151,7 +151,7 @@ class LineReader:
     def check(self, span: Span, shown: str, surface: str | None) -> bool:
         """Whether `span` fits the text (and `surface`, if given) and has a known type."""
         if not span.label.strip():
-            self.bad(f"{shown}: the label is empty; a span needs an entity type")
+            self.bad(f"{shown.strip()}: the label is empty; a span needs an entity type")
             return False
         if not 0 <= span.start < span.end <= len(self.text):
             if 0 <= span.end <= span.start < len(self.text):
