@@ -147,6 +147,7 @@ def run(
         folder = latest_run(loaded.name) if resume == "latest" else Path(resume)
         checkpoint.require(folder)
         lock = rundir.claim(folder, resume=True) if context.main else None
+        ctx.call_on_close(lock.release if lock is not None else lambda: None)  # on any error too
         saved = load_recipe(folder / "recipe.toml", registry)
         if saved.to_dict() != loaded.to_dict():
             console.print(f"[yellow]Note:[/] resuming with the run's own recipe, {folder / 'recipe.toml'}; "
@@ -156,6 +157,7 @@ def run(
         # rank 0 checks and names the folder (a default name holds the time), the others take it
         # rank 0 locks the folder, then checks it: no two runs write into one folder
         lock = rundir.claim(output or default_output_dir(loaded.name), overwrite) if context.main else None
+        ctx.call_on_close(lock.release if lock is not None else lambda: None)  # on any error too
         folder = context.broadcast(lock.folder if lock is not None else None)
     if nproc > 1:
         _launch(ctx, recipe, overrides, folder, overwrite, no_cache, resume is not None, nproc, console)
