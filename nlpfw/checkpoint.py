@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -212,8 +213,8 @@ def _first_line(error: BaseException) -> str:
     which would run the code the check refused)."""
     text = str(error).strip()
     if "Weights only load failed" in text:
-        unsupported = [line.strip() for line in text.splitlines() if "Unsupported global" in line]
-        return "it holds Python objects that a checkpoint never holds" + (f" ({unsupported[0]})" if unsupported else "")
+        unsupported = re.search(r"Unsupported global: GLOBAL [\w.]+", text)
+        return "it holds Python objects that a checkpoint never holds" + (f" ({unsupported.group()})" if unsupported else "")
     return text.splitlines()[0] if text else ""
 
 

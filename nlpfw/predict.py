@@ -44,9 +44,9 @@ def read_inputs(path: Path, form: str = "auto") -> list[dict[str, Any]]:
                 raise DataError(f"{path}:{number}: not valid JSON ({error}); use --format text for plain lines") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise DataError(f'{path}:{number}: expected an object with a string "text"')
-            if (problem := textfile.surrogate_problem(json.dumps(record.get("id"), ensure_ascii=False) + record["text"],
-                                                      '"text" or "id"')) is not None:  # fmt: skip
-                raise DataError(f"{path}:{number}: {problem}")
+            for key in ("text", "id"):  # a text no output file could hold
+                if isinstance(record.get(key), str) and (problem := textfile.surrogate_problem(record[key], f'"{key}"')):
+                    raise DataError(f"{path}:{number}: {problem}")
             records.append({k: record[k] for k in ("id", "text") if k in record})
     return records
 

@@ -47,7 +47,7 @@ def test_a_file_that_is_not_utf8_names_file_line_and_byte_or_is_skipped(tmp_path
     where = f"{folder / 'train.jsonl'}:2"
     offset = len(GOOD.encode()) + 1 + len(b'{"text": "caf')
     problem = f"not UTF-8 text: byte 0xe9 at byte {offset} of the file (column 14 of the line); save the file as UTF-8"
-    with pytest.raises(DataError, match=f"^{where}: {problem}"):
+    with pytest.raises(DataError, match=f"^{re.escape(f'{where}: {problem}')}"):
         jsonl(folder).load("train")
     dataset = jsonl(folder, on_error="skip")
     assert [e.text for e in dataset.load("train")] == ["上海", "上海"]
@@ -57,7 +57,7 @@ def test_a_file_that_is_not_utf8_names_file_line_and_byte_or_is_skipped(tmp_path
     conll_folder.mkdir()
     (conll_folder / "train.txt").write_bytes("上\tB-LOC\n海\tI-LOC\n\n".encode() + b"\xff\tO\n" + "好\tO\n\n北\tB-LOC\n".encode())
     (conll_folder / "dev.txt").write_bytes(b"")
-    with pytest.raises(DataError, match=rf"^{conll_folder / 'train.txt'}:4: not UTF-8 text: byte 0xff at byte 14 of the file"):
+    with pytest.raises(DataError, match=rf"^{conll_folder / 'train.txt'}:4: not UTF-8 text: byte 0xff at byte 21 of the file"):
         conll(conll_folder).load("train")
     dataset = conll(conll_folder, on_error="skip")
     assert [e.text for e in dataset.load("train")] == ["上海", "北"]
@@ -69,7 +69,7 @@ def test_predict_input_that_is_not_utf8_or_holds_a_lone_surrogate_is_named(tmp_p
     with pytest.raises(DataError, match=rf"^{tmp_path / 'texts.txt'}:2: not UTF-8 text: byte 0xc3 at byte 7 of the file"):
         read_inputs(tmp_path / "texts.txt")
     (tmp_path / "texts.jsonl").write_text('{"text": "ok"}\n{"text": "ab\\ud800cd"}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=rf"^{tmp_path / 'texts.jsonl'}:2: \"text\" or \"id\" holds a lone surrogate '\\\\ud800'"):
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'texts.jsonl'}:2: \"text\" holds a lone surrogate '\\ud800' at character 2"):
         read_inputs(tmp_path / "texts.jsonl")
 
 
