@@ -45,8 +45,15 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-def _owner() -> dict[str, object]:
+def _identity(folder: Path) -> list[int]:
+    """The folder itself (device and inode), so a lock copied with its folder is not its owner's."""
+    info = folder.stat()
+    return [info.st_dev, info.st_ino]
+
+
+def _owner(folder: Path) -> dict[str, object]:
     return {
+        "folder": _identity(folder),
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "start": _start_time(os.getpid()),
@@ -54,8 +61,11 @@ def _owner() -> dict[str, object]:
     }
 
 
-def _stale(owner: dict[str, object]) -> bool:
-    """Whether the process that wrote a lock on this host is gone."""
+def _stale(owner: dict[str, object], folder: Path) -> bool:
+    """Whether the process that wrote a lock on this host is gone, or the lock was copied
+    with its folder (a backup of a live run) and so locks nothing here."""
+    if "folder" in owner and owner["folder"] != _identity(folder):
+        return True
     if owner.get("host") != socket.gethostname():
         return False  # another machine's process: cannot tell, so it is live
     pid = owner.get("pid")
@@ -81,12 +91,12 @@ class Lock:
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             tmp = io.temporary(self.path)
-            tmp.write_text(json.dumps(_owner()) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(_owner(self.folder)) + "\n", encoding="utf-8")
             try:
                 os.link(tmp, self.path)  # atomic, and fails if a lock exists: never a half lock
             except FileExistsError:
                 owner = self._read()
-                if owner is not None and not _stale(owner):
+                if owner is not None and not _stale(owner, self.folder):
                     raise RunDirError(
                         f"run folder {self.folder} is in use by another run (pid {owner.get('pid')} on "
                         f"{owner.get('host')}, since {owner.get('since')}); wait for it to end, or choose "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,7 +46,8 @@ def test_a_folder_another_run_holds_is_refused_naming_it(tmp_path):
     (folder / "checkpoint" / "state.pt").write_bytes(b"")
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        owner = {"pid": other.pid, "host": socket.gethostname(), "start": rundir._start_time(other.pid), "since": "2026-12-01 10:00:00"}
+        owner = {"folder": rundir._identity(folder), "pid": other.pid, "host": socket.gethostname(),
+                 "start": rundir._start_time(other.pid), "since": "2026-12-01 10:00:00"}  # fmt: skip
         (folder / rundir.LOCK).write_text(json.dumps(owner), encoding="utf-8")
         result = invoke("run", RECIPE, "-o", folder)
         assert result.exit_code == 1
@@ -56,6 +58,10 @@ def test_a_folder_another_run_holds_is_refused_naming_it(tmp_path):
         )
         result = invoke("run", RECIPE, "--resume", folder)  # --resume takes the lock too
         assert result.exit_code == 1 and "is in use by another run" in result.output
+        # a copy of the folder (a backup of a live run) is not locked by the original's owner
+        shutil.copytree(folder, tmp_path / "copy")
+        rundir.claim(tmp_path / "copy", resume=True).release()
+        assert not (tmp_path / "copy" / rundir.LOCK).exists()
     finally:
         other.kill()
         other.wait()
