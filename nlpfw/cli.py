@@ -94,6 +94,7 @@ def validate(ctx: click.Context, recipes: tuple[Path, ...], overrides: tuple[str
     for path in recipes:
         try:
             recipe = load_recipe(path, registry, overrides)
+            _check_window(recipe, str(path))
         except RecipeError as error:
             failed += 1
             click.echo(f"Error: {error}", err=True)
@@ -196,6 +197,22 @@ def run(
         f"Done: best dev F1 {best['scores']['overall']['f1']:.4f} "
         f"at epoch {best['epoch']}. Run folder: [bold]{folder}[/]"
     )
+
+
+def _check_window(recipe: Any, source: str) -> None:
+    """`trainer.window` and `stride` against the encoder's limit, where its settings tell it
+    without building the model (`configured_max_chars`); the run checks it again in any case."""
+    from nlpfw.corpus import window_settings
+    from nlpfw.data import data_root
+    from nlpfw.errors import Problem
+
+    limit_of = getattr(recipe.encoder.component.cls, "configured_max_chars", None)
+    limit = limit_of(recipe.encoder.config, data_root()) if limit_of is not None else None
+    try:
+        window_settings(recipe.trainer.window, recipe.trainer.stride, limit)
+    except NlpfwError as error:
+        key, _, message = str(error).partition(": ")
+        raise RecipeError(source, [Problem(key, message)]) from None
 
 
 def _launch(

@@ -101,6 +101,21 @@ class BertEncoder(Encoder):
         self.space_id = self._vocab.get(SPACE_TOKEN, self.unk_id)
 
     @classmethod
+    def configured_max_chars(cls, config: BertEncoderConfig, data_root: Path) -> int | None:
+        """The longest text the encoder takes, from its settings alone, for `nlpfw validate`
+        (None: only the model knows, e.g. a hub name)."""
+        if config.vocab is not None:
+            return (config.max_position_embeddings or SIZE_DEFAULTS["max_position_embeddings"]) - 2
+        assert config.pretrained is not None
+        for folder in (Path(config.pretrained).expanduser(), data_root / config.pretrained):
+            try:
+                size = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+            except (OSError, ValueError):
+                continue
+            return size - 2 if isinstance(size, int) else None
+        return None
+
+    @classmethod
     def from_config(cls, config: BertEncoderConfig, data_root: Path) -> BertEncoder:
         if config.vocab is not None:
             vocab = resolve(config.vocab, data_root, "encoder.vocab")

@@ -287,3 +287,15 @@ def test_a_damaged_or_unwritable_cache_is_rebuilt_or_passed_by(registry, data_ro
         f"Warning: the corpus cache {tmp_path / 'blocker' / 'cache'} cannot be written (a part of the path is a "
         "file, not a folder); the run goes on without it"
     ) in flat(capfd.readouterr().err)
+
+
+def test_validate_checks_the_window_against_the_encoder(tmp_path):
+    # the quickstart's from-scratch BERT has 128 positions: 126 characters and [CLS], [SEP]
+    result = invoke("validate", QUICKSTART, "--set", "trainer.window=200")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: recipe {QUICKSTART} is invalid (1 problem)\n"
+        "  trainer.window  200 is longer than the encoder's limit of 126 characters\n"
+    )
+    result = invoke("validate", QUICKSTART, "--set", "trainer.window=126")
+    assert result.exit_code == 0, result.output
