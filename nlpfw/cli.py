@@ -237,9 +237,10 @@ def _launch(
     resume_with = f"nlpfw run {recipe} --resume {folder} --nproc {nproc}" if kept else again
     if code in (129, 130, 143):
         sys.exit(code)  # Ctrl-C, SIGTERM, SIGHUP: rank 0 said where it stopped and how to resume
+    first = getattr(launch, "first_failure", None)
     raise NlpfwError(
         f"a training process failed (torchrun exit code {code}; its error is above) and torchrun stopped the "
-        f"others; {state}. Once the cause is fixed: {resume_with}"
+        f"others; {state}. Once the cause is fixed: {resume_with}" + (f". The first to fail: {first}" if first else "")
     )
 
 
