@@ -1,7 +1,7 @@
 """int8 CPU inference: PyTorch float32 and dynamic int8 against ONNX float32 and int8 (onnxruntime's
 dynamic quantization, what `nlpfw export --quantize int8` writes), on CLUENER dev.
 
-For each model: texts/s of `predict_spans` over the dev texts (batch 64, the same batching and
+For each model: texts/s of `predict_split` over the dev texts (batch 64, the same batching and
 windowing for every runtime), dev F1, and the share of characters whose tag differs from the
 PyTorch float32 model's. Models: a trained run folder (`--run`, e.g. the quickstart's) and, with
 `--bert-base`, a bert-base-sized BERT + CRF with random weights (the real bert-base-chinese

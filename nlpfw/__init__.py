@@ -24,7 +24,7 @@ def load(path: str | Path, device: str = "cpu", plugins: tuple[str, ...] = ()) -
 
     Needs neither the training data nor the network. Components come from the built-in
     plugins, installed plugins (entry points in group `nlpfw`) and the `plugins` modules."""
-    from nlpfw.model import load_model
+    from nlpfw.modelcheck import load_checked
     from nlpfw.plugins import build_registry, get_plugin_manager
 
-    return load_model(path, build_registry(get_plugin_manager(modules=plugins)), device)
+    return load_checked(path, build_registry(get_plugin_manager(modules=plugins)), device)

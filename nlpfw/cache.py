@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -89,10 +90,15 @@ def prepare_corpus(
     root = cache_dir() if use_cache else None
     folder = root / "corpora" / key if root is not None and key is not None else None
     if folder is not None and (folder / "meta.json").is_file():
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        task = task_section.component.cls(task_section.config, meta["labels"])
-        splits = {name: _load_split(folder, name, meta["splits"][name], window, stride, task) for name in split_names}
-        return Corpus(task, splits, meta["skipped"], cached=True, key=key)
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            task = task_section.component.cls(task_section.config, meta["labels"])
+            splits = {name: _load_split(folder, name, meta["splits"][name], window, stride, task) for name in split_names}
+            return Corpus(task, splits, meta["skipped"], cached=True, key=key)
+        except Exception as error:  # a damaged entry (a torn .npy, bad JSON): rebuild it
+            _warn(f"the corpus cache entry {folder} is damaged ({type(error).__name__}: "
+                  f"{str(error).splitlines()[0] if str(error) else ''}); reading the corpus again")  # fmt: skip
+            shutil.rmtree(folder, ignore_errors=True)
     examples = {name: dataset.load(name) for name in split_names}
     task = task_section.component.cls(task_section.config, dataset.labels())
     splits = {
@@ -133,8 +139,40 @@ def corpus_key(
 _WINDOW_ARRAYS = ("text_starts", "window_text", "window_start", "window_length")
 
 
+def _warn(message: str) -> None:
+    sys.stderr.write(f"Warning: {message}\n")
+
+
 def _save(folder: Path, task: Task, splits: dict[str, EncodedSplit], skipped: list[str]) -> None:
+    """Write a cache entry; one that cannot be written (an unwritable or full cache folder) is
+    a warning, never a failed run, and leaves no partial entry behind."""
     partial = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    try:
+        _write_entry(partial, folder, task, splits, skipped)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        from nlpfw.io import reason
+
+        _warn(f"the corpus cache {folder.parent.parent} cannot be written ({reason(error, folder.parent)}); "
+              f"the run goes on without it (set {CACHE_ENV} to a writable folder, or to off)")  # fmt: skip
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _clean_partials(corpora: Path) -> None:
+    """Remove partial entries that killed processes left."""
+    from nlpfw.io import pid_alive
+
+    for leftover in corpora.glob("*.tmp-*"):
+        pid = leftover.name.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _write_entry(partial: Path, folder: Path, task: Task, splits: dict[str, EncodedSplit], skipped: list[str]) -> None:
+    if folder.parent.is_dir():
+        _clean_partials(folder.parent)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     meta: dict[str, Any] = {"format": FORMAT, "labels": task.labels, "skipped": skipped, "splits": {}}

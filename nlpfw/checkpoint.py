@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -92,30 +93,72 @@ class Checkpoint:
 
 
 def save(run_dir: Path, model: torch.nn.Module, checkpoint: Checkpoint) -> Path:
-    """Write `run_dir/checkpoint/` atomically (temporary folder, then renames)."""
+    """Write `run_dir/checkpoint/` atomically (temporary folder, then renames), then swap in
+    the model folder staged for the epoch this checkpoint records as best (nlpfw.rundir)."""
+    from nlpfw import io, rundir
+
     target = run_dir / FOLDER
     partial = run_dir / f".{FOLDER}.tmp-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    safetensors.torch.save_model(model, str(partial / "model.safetensors"))
-    state = {
-        "format": FORMAT,
-        "position": asdict(checkpoint.position),
-        "rng": asdict(checkpoint.rng),
-        "optimizer": checkpoint.optimizer,
-        "scheduler": checkpoint.scheduler,
-        "scaler": checkpoint.scaler,
-        "history": json.dumps(checkpoint.history),
-    }
-    torch.save(state, partial / "state.pt")
-    meta = {**asdict(checkpoint.position), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    best = (checkpoint.history.get("best") or {}).get("epoch")
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        safetensors.torch.save_model(model, str(partial / "model.safetensors"))
+        io.fault_point("checkpoint weights written")
+        state = {
+            "format": FORMAT,
+            "position": asdict(checkpoint.position),
+            "rng": asdict(checkpoint.rng),
+            "optimizer": checkpoint.optimizer,
+            "scheduler": checkpoint.scheduler,
+            "scaler": checkpoint.scaler,
+            "history": json.dumps(checkpoint.history),
+        }
+        torch.save(state, partial / "state.pt")
+        io.fault_point("checkpoint state written")
+        meta = {**asdict(checkpoint.position), "best_epoch": best, "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+        (partial / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        mode = 0o666 & ~io._umask()
+        for file in partial.iterdir():
+            os.chmod(file, mode)  # safetensors writes 0600; the run's other files are 0644
+            with open(file, "rb") as stream:
+                os.fsync(stream.fileno())
+        io.sync_folder(partial)
+    except (OSError, RuntimeError) as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        rundir.commit_model(run_dir, None)  # a model staged for this checkpoint goes with it
+        raise io.WriteError(f"cannot write the checkpoint {target}: {io.reason(error, run_dir)}") from None
+    except BaseException as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        rundir.commit_model(run_dir, None)
+        if type(error).__name__ == "SafetensorError":
+            raise io.WriteError(f"cannot write the checkpoint {target}: {io.reason(error, run_dir)}") from None
+        raise
+    io.fault_point("checkpoint complete")
     old = run_dir / f".{FOLDER}.old-{os.getpid()}"
     if target.exists():
         target.rename(old)
+        io.fault_point("checkpoint moved aside")
     partial.rename(target)
+    io.fault_point("checkpoint swapped in")
+    io.sync_folder(run_dir)
     shutil.rmtree(old, ignore_errors=True)
+    rundir.commit_model(run_dir, best)
     return target
+
+
+def best_epoch(run_dir: Path) -> int | None:
+    """The epoch the run's checkpoint records as best (None: no checkpoint or no evaluation)."""
+    folder = find(run_dir)
+    if folder is None:
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        if "best_epoch" in meta:
+            return meta["best_epoch"]
+        return (load(run_dir).history.get("best") or {}).get("epoch")
+    except (OSError, ValueError, CheckpointError):
+        return None
 
 
 def find(run_dir: Path) -> Path | None:
@@ -130,7 +173,12 @@ def require(run_dir: Path) -> Path:
     """The run's checkpoint folder, or `CheckpointError` when it has none."""
     folder = find(run_dir)
     if folder is None:
-        what = "is not a folder" if not run_dir.is_dir() else f"has no {FOLDER}/"
+        if not run_dir.is_dir():
+            what = "is not a folder"
+        elif (run_dir / FOLDER).is_dir():
+            what = f"has a {FOLDER}/ with no state.pt in it (an incomplete checkpoint)"
+        else:
+            what = f"has no {FOLDER}/"
         raise CheckpointError(f"--resume: {run_dir} {what}: no checkpoint to resume from; give a run folder "
                               "that was interrupted, or start a new run without --resume")  # fmt: skip
     return folder
@@ -155,9 +203,19 @@ def load(run_dir: Path) -> Checkpoint:
         )
     except Exception as error:  # unpickling, a truncated file, a missing key: all mean "corrupt"
         raise CheckpointError(
-            f"checkpoint {folder} is corrupt or unreadable ({type(error).__name__}: {error}); "
+            f"checkpoint {folder} is corrupt or unreadable ({type(error).__name__}: {_first_line(error)}); "
             f"delete {folder} to start the run over, or resume another run"
         ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    """The cause without torch's advice (a refused pickle suggests `weights_only=False`,
+    which would run the code the check refused)."""
+    text = str(error).strip()
+    if "Weights only load failed" in text:
+        unsupported = re.search(r"Unsupported global: GLOBAL [\w.]+", text)
+        return "it holds Python objects that a checkpoint never holds" + (f" ({unsupported.group()})" if unsupported else "")
+    return text.splitlines()[0] if text else ""
 
 
 def load_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:

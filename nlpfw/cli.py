@@ -35,7 +35,27 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Exit codes as docs/errors.md promises: 1 for a usage error (click's own is 2), 128 + the
+    signal for Ctrl-C, SIGTERM or SIGHUP at any moment (click says "Aborted!" and exits 1)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        from nlpfw import signals
+
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(1)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo(f"\nInterrupted ({signals.name()}).", err=True)
+            sys.exit(signals.exit_code())
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="nlpfw")
 @click.option(
     "-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
@@ -44,6 +64,9 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.pass_context
 def cli(ctx: click.Context, plugins: tuple[str, ...]) -> None:
     """nlpfw: train NLP models from TOML recipes, with plugins for every component."""
+    from nlpfw import signals
+
+    signals.install()  # SIGTERM and SIGHUP stop nlpfw as Ctrl-C does
     ctx.obj = {"plugins": plugins}
 
 
@@ -71,6 +94,7 @@ def validate(ctx: click.Context, recipes: tuple[Path, ...], overrides: tuple[str
     for path in recipes:
         try:
             recipe = load_recipe(path, registry, overrides)
+            _check_window(recipe, str(path))
         except RecipeError as error:
             failed += 1
             click.echo(f"Error: {error}", err=True)
@@ -104,13 +128,14 @@ def run(
     no_cache: bool, resume: str | None, nproc: int,
 ) -> None:  # fmt: skip
     """Train the model a recipe describes."""
-    from nlpfw import checkpoint, distributed
+    from nlpfw import checkpoint, distributed, rundir, signals
+    from nlpfw.io import WriteError
     from nlpfw.recipe import load_recipe
 
     pm, registry = _plugins(ctx)
     loaded = load_recipe(recipe, registry, overrides)
 
-    from nlpfw.runner import default_output_dir, latest_run, prepare_output_dir
+    from nlpfw.runner import default_output_dir, latest_run
     from nlpfw.runner import run as run_recipe
     from nlpfw.trainer import Interrupted
 
@@ -122,6 +147,8 @@ def run(
     if resume is not None:
         folder = latest_run(loaded.name) if resume == "latest" else Path(resume)
         checkpoint.require(folder)
+        lock = rundir.claim(folder, resume=True) if context.main else None
+        ctx.call_on_close(lock.release if lock is not None else lambda: None)  # on any error too
         saved = load_recipe(folder / "recipe.toml", registry)
         if saved.to_dict() != loaded.to_dict():
             console.print(f"[yellow]Note:[/] resuming with the run's own recipe, {folder / 'recipe.toml'}; "
@@ -129,9 +156,10 @@ def run(
         loaded = saved
     else:
         # rank 0 checks and names the folder (a default name holds the time), the others take it
-        folder = context.broadcast(
-            prepare_output_dir(output or default_output_dir(loaded.name), overwrite) if context.main else None
-        )
+        # rank 0 locks the folder, then checks it: no two runs write into one folder
+        lock = rundir.claim(output or default_output_dir(loaded.name), overwrite) if context.main else None
+        ctx.call_on_close(lock.release if lock is not None else lambda: None)  # on any error too
+        folder = context.broadcast(lock.folder if lock is not None else None)
     if nproc > 1:
         _launch(ctx, recipe, overrides, folder, overwrite, no_cache, resume is not None, nproc, console)
         return
@@ -144,13 +172,26 @@ def run(
         where = f"epoch {stop.position.epoch}, batch {stop.position.batch}, step {stop.position.step}"
         console.print(f"[red]Interrupted[/] at {where}; the checkpoint is in {folder / 'checkpoint'}.\n"
                       f"Resume with: {resume_with}")  # fmt: skip
-        sys.exit(130)
+        sys.exit(signals.exit_code())
     except KeyboardInterrupt:
-        console.print(f"[red]Interrupted.[/] {folder} keeps the best model and the last checkpoint saved so far; "
-                      f"resume with: {resume_with}")  # fmt: skip
-        sys.exit(130)
+        if checkpoint.find(folder) is not None:
+            console.print(f"[red]Interrupted.[/] {folder} keeps the best model and the last checkpoint saved so far; "
+                          f"resume with: {resume_with}")  # fmt: skip
+        else:
+            again = " ".join(["nlpfw run", str(recipe), *[f"--set {item}" for item in overrides], "-o", str(folder), "--overwrite"])
+            console.print(f"[red]Interrupted[/] before the first checkpoint; {folder} cannot be resumed. "
+                          f"Start it again with: {again}")  # fmt: skip
+        sys.exit(signals.exit_code())
+    except WriteError as error:
+        kept = checkpoint.find(folder)
+        again = " ".join(["nlpfw run", str(recipe), *[f"--set {item}" for item in overrides], "-o", str(folder), "--overwrite"])
+        state = (f"The last checkpoint, {kept}, is intact; once the cause is fixed: {resume_with}" if kept
+                 else f"No checkpoint had been written yet; once the cause is fixed: {again}")  # fmt: skip
+        raise NlpfwError(f"{error}; the run stopped and left no temporary files. {state}") from None
     finally:
         distributed.teardown(context)
+        if lock is not None:
+            lock.release()
     from nlpfw.model import main_score
     from nlpfw.report import metric_title
 
@@ -159,6 +200,22 @@ def run(
         f"Done: best dev {metric_title(name)} {value:.4f} "
         f"at epoch {history.best['epoch']}. Run folder: [bold]{folder}[/]"
     )
+
+
+def _check_window(recipe: Any, source: str) -> None:
+    """`trainer.window` and `stride` against the encoder's limit, where its settings tell it
+    without building the model (`configured_max_chars`); the run checks it again in any case."""
+    from nlpfw.corpus import window_settings
+    from nlpfw.data import data_root
+    from nlpfw.errors import Problem
+
+    limit_of = getattr(recipe.encoder.component.cls, "configured_max_chars", None)
+    limit = limit_of(recipe.encoder.config, data_root()) if limit_of is not None else None
+    try:
+        window_settings(recipe.trainer.window, recipe.trainer.stride, limit)
+    except NlpfwError as error:
+        key, _, message = str(error).partition(": ")
+        raise RecipeError(source, [Problem(key, message)]) from None
 
 
 def _launch(
@@ -179,22 +236,29 @@ def _launch(
         return
     kept = checkpoint.find(folder)
     state = f"the last checkpoint, {kept}, is intact" if kept else "no checkpoint had been written yet"
-    resume_with = f"nlpfw run {recipe} --resume {folder} --nproc {nproc}" if kept else f"nlpfw run {recipe} --nproc {nproc}"
-    if code == 130:
-        sys.exit(130)  # Ctrl-C: rank 0 said where it stopped and how to resume
+    again = " ".join([f"nlpfw run {recipe}", *[f"--set {item}" for item in overrides], f"-o {folder} --overwrite --nproc {nproc}"])
+    resume_with = f"nlpfw run {recipe} --resume {folder} --nproc {nproc}" if kept else again
+    if code in (129, 130, 143):
+        sys.exit(code)  # Ctrl-C, SIGTERM, SIGHUP: rank 0 said where it stopped and how to resume
+    first = getattr(launch, "first_failure", None)
     raise NlpfwError(
         f"a training process failed (torchrun exit code {code}; its error is above) and torchrun stopped the "
-        f"others; {state}. Once the cause is fixed: {resume_with}"
+        f"others; {state}. Once the cause is fixed: {resume_with}" + (f". The first to fail: {first}" if first else "")
     )
 
 
 def _load(ctx: click.Context, run_dir: Path, device: str) -> tuple[Any, Any]:
     from nlpfw.device import resolve_device
-    from nlpfw.model import load_model
+    from nlpfw.errors import DeviceError
+    from nlpfw.modelcheck import load_checked
 
     _quiet_transformers()
     _, registry = _plugins(ctx)
-    return load_model(run_dir, registry, resolve_device(device)), registry
+    try:
+        resolved = resolve_device(device)
+    except DeviceError as error:  # the option here, not the recipe key
+        raise DeviceError(str(error).replace("trainer.device:", "--device:", 1)) from None
+    return load_checked(run_dir, registry, resolved), registry
 
 
 def _split_examples(model: Any, split: str) -> tuple[list[Any], Any]:
@@ -210,7 +274,8 @@ def _split_examples(model: Any, split: str) -> tuple[list[Any], Any]:
 
 RUN_DIR = click.argument("run_dir", type=click.Path(path_type=Path))
 DEVICE = click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
-BATCH = click.option("--batch-size", default=64, show_default=True, help="Texts per batch (sorted by length).")
+BATCH = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="Texts per batch (sorted by length).")  # fmt: skip
 
 
 @cli.command()
@@ -234,6 +299,8 @@ def evaluate(
 
     if split and data_file:
         raise NlpfwError("give --split or --data, not both")
+    if output is not None:
+        io.check_writable(output)  # before the work, not after it
     model, registry = _load(ctx, run_dir, device)
     reference = None
     if data_file is not None:
@@ -289,6 +356,8 @@ def predict(
     sources = sum(bool(x) for x in (texts, input_file, split or submission))
     if sources != 1:
         raise NlpfwError("give texts, --input FILE, or --split/--submission (exactly one of them)")
+    if output is not None:
+        io.check_writable(output)  # before the work, not after it
     model, _ = _load(ctx, run_dir, device)
     examples = dataset = None
     if input_file is not None:
@@ -298,6 +367,8 @@ def predict(
     else:
         examples, dataset = _split_examples(model, split or "test")
         records = [{"id": e.id, "text": e.text} for e in examples]
+        if submission and output is None:
+            io.check_writable(Path(submission_file(dataset, [], [])[0]))  # the default name, before the work
     console = Console(stderr=True)
     with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, disable=len(records) <= 2048) as progress:  # fmt: skip
@@ -335,8 +406,11 @@ def export(
     check_input: Path | None,
 ) -> None:  # fmt: skip
     """Export a trained model, encoder and decoder (a CRF's Viterbi included), to one ONNX graph."""
+    from nlpfw import io
     from nlpfw.export import export_onnx
 
+    io.check_writable(onnx_out, "--onnx")  # before the work, not after it
+    io.check_writable(onnx_out.with_name(onnx_out.name + ".json"), "--onnx")
     _quiet_transformers()
     _, registry = _plugins(ctx)
     texts = None

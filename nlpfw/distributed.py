@@ -11,6 +11,8 @@ dev metrics equal a single process's exactly. Only rank 0 writes files and draws
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -106,7 +108,71 @@ def launch(nproc: int, args: Sequence[str]) -> int:
         "-m", "nlpfw", *args,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
-    try:
-        return subprocess.run(command, env=env).returncode
-    except KeyboardInterrupt:  # torchrun passes Ctrl-C on to the ranks, which save a checkpoint
-        return 130
+    report = TorchrunReport()
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
+    assert process.stderr is not None
+    interrupted = False
+    while True:
+        try:
+            for line in process.stderr:
+                report.feed(line)
+            break
+        except KeyboardInterrupt:  # torchrun passes Ctrl-C on to the ranks, which save a checkpoint
+            interrupted = True
+    code = process.wait()
+    report.show_root_cause()
+    launch.first_failure = report.first_failure()  # type: ignore[attr-defined]
+    return 130 if interrupted else code
+
+
+class TorchrunReport:
+    """The ranks' stderr passes through; torchrun's own failure report (its log lines, its
+    traceback and the ChildFailedError summary, ~40-90 lines) is held back, and only its root
+    cause is kept, so the ranks' one-line errors stay on screen. A rank's own traceback
+    (`[rankN]: ...` lines) is shown only if that rank failed first: the others' are the echo
+    of its failure ("Connection closed by peer")."""
+
+    AGENT = re.compile(r"^[EWI]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ .*torch/distributed/elastic/")
+    RANK = re.compile(r"^\[rank(\d+)\]:")
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+        self.ranks: dict[str, list[str]] = {}
+
+    def feed(self, line: str) -> None:
+        rank = self.RANK.match(line)
+        if rank is not None:
+            self.ranks.setdefault(rank.group(1), []).append(line)
+        elif self.held or self.AGENT.match(line):
+            self.held.append(line)
+        else:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    def show_root_cause(self) -> None:
+        """The held traceback of the rank that failed first (all of them if torchrun said none)."""
+        first = self._root_rank()
+        for rank, lines in self.ranks.items():
+            if first is None or rank == first:
+                sys.stderr.writelines(lines)
+        sys.stderr.flush()
+
+    def _root_rank(self) -> str | None:
+        rank = re.search(r"rank\s*:\s*(\d+)", "".join(self.held).split("Root Cause", 1)[-1])
+        return rank.group(1) if rank else None
+
+    def first_failure(self) -> str | None:
+        """`rank 1 (killed by SIGKILL)` or `rank 0 (exit code 1)`: torchrun's root cause."""
+        text = "".join(self.held)
+        cause = text.split("Root Cause", 1)[-1]
+        rank = re.search(r"rank\s*:\s*(\d+)", cause)
+        code = re.search(r"exitcode\s*:\s*(-?\d+)", cause)
+        if rank is None or code is None:
+            return None
+        number = int(code.group(1))
+        if number < 0:
+            try:
+                return f"rank {rank.group(1)} (killed by {signal.Signals(-number).name})"
+            except ValueError:
+                pass
+        return f"rank {rank.group(1)} (exit code {number})"

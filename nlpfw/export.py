@@ -25,7 +25,8 @@ import nlpfw
 from nlpfw import io
 from nlpfw.corpus import window_settings
 from nlpfw.errors import NlpfwError
-from nlpfw.model import LoadedModel, load_model
+from nlpfw.model import LoadedModel
+from nlpfw.modelcheck import load_checked
 from nlpfw.registry import Registry
 
 REQUIRED = ("onnx", "onnxscript", "onnxruntime")
@@ -62,7 +63,7 @@ def export_onnx(
     With `quantize="int8"` the float graph is quantized (`nlpfw.quantize`) and `out` is written
     only if the int8 tags differ from the model's on at most `max_tag_change` of the characters
     of `check_texts` (default `nlpfw.quantize.CHECK_TEXTS`)."""
-    loaded = load_model(model_dir, registry)  # raises NlpfwError for a folder that holds no model
+    loaded = load_checked(model_dir, registry)  # raises NlpfwError for a missing or damaged model folder
     decoder = loaded.model.decoder
     if not decoder.exportable:
         raise NlpfwError(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from nlpfw import textfile
 from nlpfw.errors import DataError, NlpfwError
 from nlpfw.interfaces import Example
 from nlpfw.model import LoadedModel
@@ -32,9 +33,8 @@ def read_inputs(path: Path, form: str = "auto") -> list[dict[str, Any]]:
     if form == "auto":
         form = "jsonl" if path.suffix.lower() in (".jsonl", ".json") else "text"
     records = []
-    with path.open(encoding="utf-8", newline="") as stream:
-        for number, line in enumerate(stream, 1):
-            line = line.rstrip("\r\n")
+    with textfile.open_text(path) as stream:  # a "\r" inside a line stays in its text
+        for number, line in stream:
             if form == "text":
                 records.append({"text": line})
                 continue
@@ -46,6 +46,9 @@ def read_inputs(path: Path, form: str = "auto") -> list[dict[str, Any]]:
                 raise DataError(f"{path}:{number}: not valid JSON ({error}); use --format text for plain lines") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise DataError(f'{path}:{number}: expected an object with a string "text"')
+            for key in ("text", "id"):  # a text no output file could hold
+                if isinstance(record.get(key), str) and (problem := textfile.surrogate_problem(record[key], f'"{key}"')):
+                    raise DataError(f"{path}:{number}: {problem}")
             records.append({k: record[k] for k in ("id", "text") if k in record})
     return records
 
@@ -84,4 +87,7 @@ def labelled_file(model: LoadedModel, path: Path, registry: Any) -> list[Example
     section = model.recipe.dataset
     kind, options = model.task.file_dataset(path, section.type, section.config)
     component = registry.get("dataset", kind)
-    return component.cls(component.cls.config_model(**options), path.parent).load("dev")
+    try:
+        return component.cls(component.cls.config_model(**options), path.parent).load("dev")
+    except DataError as error:  # a user's file, not a recipe's dataset: no dataset.on_error to set
+        raise DataError(str(error).replace(' (set dataset.on_error = "skip" to skip such records)', "")) from None

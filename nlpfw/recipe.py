@@ -7,6 +7,7 @@ keys against that component's config model) and collects every problem before ra
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,9 +123,11 @@ def _dump(config: Config) -> dict[str, Any]:
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file; syntax errors name the file, line and column."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")  # a byte-order mark is no statement
     except FileNotFoundError:
         raise RecipeError(str(path), [Problem("file", "not found")]) from None
+    except IsADirectoryError:
+        raise RecipeError(str(path), [Problem("file", "is a folder; give a recipe file (.toml)")]) from None
     except UnicodeDecodeError as error:
         raise RecipeError(str(path), [Problem("file", f"not UTF-8 text: {error}")]) from None
     try:
@@ -163,6 +166,11 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> list[Prob
                 problems.append(Problem(where, f"--set {assignment!r}: '{where}' is not a table"))
                 break
         else:
+            if isinstance(table.get(keys[-1]), dict) and isinstance(value, dict):
+                where = ".".join(keys)
+                problems.append(Problem(where, f"--set {assignment!r} would replace the whole [{where}] table; "
+                                               f"set its keys one at a time, like {where}.KEY=VALUE"))  # fmt: skip
+                continue
             table[keys[-1]] = value
     return problems
 
@@ -193,6 +201,9 @@ def validate_recipe(
     for key in TOP_LEVEL_KEYS:
         if key in data and not isinstance(data[key], str):
             problems.append(Problem(key, f"expected a string, got {data[key]!r}"))
+    if isinstance(data.get("name"), str) and not re.fullmatch(r"[\w][\w.+-]*", data["name"]):
+        problems.append(Problem("name", f"{data['name']!r} is not a plain name (letters, digits, '-', '_', '.', "
+                                        "'+'; no '/'): it names the run folder runs/<name>-<time>"))  # fmt: skip
 
     sections: dict[str, Section] = {}
     for key in COMPONENT_SECTIONS:

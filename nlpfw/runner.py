@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from nlpfw import __version__, checkpoint, io
+from nlpfw import __version__, checkpoint, io, rundir
 from nlpfw.cache import Corpus, file_digest, prepare_corpus
 from nlpfw.distributed import SINGLE, Context, rank_device
 from nlpfw.corpus import window_settings
@@ -226,8 +226,8 @@ def _run(
         record["device"] = env["device_name"]
         if not context.main:
             return
-        if record["best"]:
-            save_model(output_dir / "model", model, task, recipe)
+        if record["best"]:  # swapped in as model/ once the checkpoint that records it is written
+            rundir.stage_model(output_dir, record["epoch"], lambda folder: save_model(folder, model, task, recipe))
         io.write_jsonl(output_dir / "metrics.jsonl", history.epochs)
         if tensorboard is not None:
             tensorboard.log(record)

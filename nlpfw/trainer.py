@@ -34,7 +34,7 @@ from rich.progress import (
 from rich.text import Text
 from transformers import get_linear_schedule_with_warmup
 
-from nlpfw import checkpoint
+from nlpfw import checkpoint, signals
 from nlpfw.corpus import EncodedSplit
 from nlpfw.distributed import SINGLE, Context
 from nlpfw.device import autocast, keep_freed_memory, set_cpu_threads, synchronize
@@ -85,19 +85,23 @@ class _StopOnInterrupt:
 
     def __enter__(self) -> _StopOnInterrupt:
         _StopOnInterrupt.pending = False
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # SIGTERM and SIGHUP as Ctrl-C
+            self.previous = {number: signal.signal(number, self._handle) for number in signals.STOP_SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.console.print("[yellow]Stopping after this step[/] to save a checkpoint (Ctrl-C again to quit at once)")
+        signals.note(signum)
+        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.console.print(f"[yellow]Stopping after this step[/] to save a checkpoint ({again} again to quit at once)")
         self.requested = True
+        signals.install()  # a second signal stops at once
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for number, previous in self.previous.items():
+            if previous is not None:
+                signal.signal(number, previous)
         _StopOnInterrupt.pending = self.requested
 
 

@@ -21,6 +21,7 @@ import transformers
 from pydantic import Field, model_validator
 from torch import nn
 
+from nlpfw import textfile
 from nlpfw.data import resolve
 from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
@@ -100,9 +101,25 @@ class BertEncoder(Encoder):
         self.space_id = self._vocab.get(SPACE_TOKEN, self.unk_id)
 
     @classmethod
+    def configured_max_chars(cls, config: BertEncoderConfig, data_root: Path) -> int | None:
+        """The longest text the encoder takes, from its settings alone, for `nlpfw validate`
+        (None: only the model knows, e.g. a hub name)."""
+        if config.vocab is not None:
+            return (config.max_position_embeddings or SIZE_DEFAULTS["max_position_embeddings"]) - 2
+        assert config.pretrained is not None
+        for folder in (Path(config.pretrained).expanduser(), data_root / config.pretrained):
+            try:
+                size = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+            except (OSError, ValueError):
+                continue
+            return size - 2 if isinstance(size, int) else None
+        return None
+
+    @classmethod
     def from_config(cls, config: BertEncoderConfig, data_root: Path) -> BertEncoder:
         if config.vocab is not None:
             vocab = resolve(config.vocab, data_root, "encoder.vocab")
+            _check_vocab(vocab)
             tokenizer = _tokenizer_from_vocab(vocab)
             bert_config = transformers.BertConfig(
                 vocab_size=len(tokenizer.get_vocab()),
@@ -206,6 +223,21 @@ def _pretrained_source(pretrained: str | None) -> str:
     if pretrained.startswith((".", "/", "~")) or path.is_absolute():
         raise DataError(f"encoder.pretrained: directory not found: {path}")
     return pretrained
+
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+
+
+def _check_vocab(vocab: Path) -> None:
+    """A vocabulary a BERT can be built from: tokens, the special ones among them (an empty
+    file would silently give a model of 5 ids that knows no character)."""
+    with textfile.open_text(vocab) as lines:
+        tokens = {line.strip() for _, line in lines if line and line.strip()}
+    if not tokens:
+        raise DataError(f"encoder.vocab: {vocab} is empty; give a vocab.txt with one token a line")
+    missing = [token for token in SPECIAL_TOKENS if token not in tokens]
+    if missing:
+        raise DataError(f"encoder.vocab: {vocab} lacks {', '.join(missing)}, which a BERT vocabulary holds")
 
 
 def _tokenizer_from_vocab(vocab: Path) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import Field
 
+from nlpfw import textfile
 from nlpfw.data import resolve, under_root
 from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
@@ -68,8 +69,8 @@ class Cluener(Dataset):
     def load(self, split: str) -> list[Example]:
         [path] = self.files(split)
         examples = []
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
+        with textfile.open_text(path) as lines:
+            for number, line in lines:
                 if self.config.limit is not None and len(examples) >= self.config.limit:
                     break
                 if line.strip():
@@ -94,6 +95,8 @@ def parse_line(line: str, where: str) -> Example:
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise DataError(f"{where}: expected an object with a string 'text'")
     text = record["text"]
+    if (problem := textfile.surrogate_problem(text)) is not None:
+        raise DataError(f"{where}: {problem}")
     if "label" not in record:
         return Example(text, None, record.get("id"))
     spans = []

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from nlpfw import textfile
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
 from nlpfw_plugins.tags import Scheme, TagError, detect_scheme, read_spans, split_tag
@@ -99,9 +100,12 @@ class Conll(SplitFilesDataset):
         tags: list[str] = []
         lines: list[int] = []
         bad = False
-        with path.open(encoding="utf-8") as file:
-            for number, line in enumerate(file, 1):
-                line = line.rstrip("\n")
+        with textfile.open_text(path, lambda where, message: self.bad_data(where, message, self.config.on_error),
+                                keep_bad=True) as file:  # fmt: skip
+            for number, line in file:
+                if line is None:  # not UTF-8, and skipped: the sentence is left out
+                    bad = True
+                    continue
                 columns = line.split("\t") if "\t" in line else line.split()
                 if not line.strip() or columns[0].strip() == DOCSTART:
                     if tokens and not bad:

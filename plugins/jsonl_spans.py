@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import Field
 
+from nlpfw import textfile
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
@@ -38,8 +39,8 @@ class JsonlSpans(SplitFilesDataset):
 
     def read(self, path: Path, split: str, entity_types: Sequence[str] | None) -> list[Example]:
         examples: list[Example] = []
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
+        with textfile.open_text(path, self.bad_line) as lines:
+            for number, line in lines:
                 if self.full(examples):
                     break
                 if line.strip():
@@ -48,6 +49,9 @@ class JsonlSpans(SplitFilesDataset):
                     if example is not None:
                         examples.append(example)
         return examples
+
+    def bad_line(self, where: str, message: str) -> None:
+        self.bad_data(where, message, self.config.on_error)
 
 
 LABEL_FORM = "{type: {surface: [[start, end], ...]}}"
@@ -83,6 +87,8 @@ class LineReader:
             return self.bad(f"'text' must be a string, found {kind(text)}")
         if not text:
             return self.bad("'text' is empty")
+        if (problem := textfile.surrogate_problem(text)) is not None:
+            return self.bad(problem)
         self.text = text
         if "label" in record and "spans" in record:
             return self.bad("has both 'label' (CLUENER form) and 'spans'; use one")
@@ -144,6 +150,9 @@ class LineReader:
 
     def check(self, span: Span, shown: str, surface: str | None) -> bool:
         """Whether `span` fits the text (and `surface`, if given) and has a known type."""
+        if not span.label.strip():
+            self.bad(f"{shown.strip()}: the label is empty; a span needs an entity type")
+            return False
         if not 0 <= span.start < span.end <= len(self.text):
             if 0 <= span.end <= span.start < len(self.text):
                 self.bad(f"{shown} is empty or reversed")

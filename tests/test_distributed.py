@@ -101,6 +101,7 @@ def test_a_killed_rank_stops_the_run_cleanly_and_the_checkpoint_resumes(single, 
     assert "Error: a training process failed (torchrun exit code 1; its error is above) and torchrun stopped the others;" in flat
     assert f"the last checkpoint, {output / 'checkpoint'}, is intact." in flat
     assert f"Once the cause is fixed: nlpfw run {RECIPE} --resume {output} --nproc 2" in flat
+    assert "ChildFailedError" not in err and "The first to fail: rank " in flat  # torchrun's report held back
     assert rank_process(0, output) is None  # no rank left behind
     saved = checkpoint.load(output)  # intact: it loads, whole
     assert saved.position.step >= 2
@@ -111,3 +112,20 @@ def test_a_killed_rank_stops_the_run_cleanly_and_the_checkpoint_resumes(single, 
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-5, msg=name)
     assert [m["scores"] for m in metrics(output)] == [m["scores"] for m in metrics(single)]
+
+
+def test_a_rank_error_with_nproc_is_one_line_not_torchruns_report(tmp_path, data_root):
+    output = tmp_path / "run"
+    result = subprocess.run(nlpfw_run(output, "--nproc", "2", settings=[*TINY, f"dataset.path={tmp_path / 'nope'}"]),
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"Error: dataset.path: folder not found: {tmp_path / 'nope'}"
+    assert len(lines) == 2, result.stderr
+    again = " ".join(f"--set {item}" for item in [*TINY, f"dataset.path={tmp_path / 'nope'}"])
+    assert lines[1] == (
+        "Error: a training process failed (torchrun exit code 1; its error is above) and torchrun stopped the "
+        f"others; no checkpoint had been written yet. Once the cause is fixed: nlpfw run {RECIPE} {again} -o {output} "
+        "--overwrite --nproc 2. The first to fail: rank 0 (exit code 1)"
+    )

@@ -45,7 +45,7 @@ def test_int8_export_writes_a_checked_smaller_graph(int8, run_dir, data_root):
     assert out.stat().st_size < 0.75 * float_bytes
     texts = [e.text for e in Cluener(CluenerConfig(limit=200), data_root).load("dev")] + MIXED
     got = onnx_spans(model, out, texts)
-    expected = model.predict_spans(texts)
+    expected = model.predictions(texts)
     same = sum(a == b for a, b in zip(got, expected))
     assert same >= 0.9 * len(texts), f"int8 entities equal the float model's on only {same} of {len(texts)} texts"
     for text, spans in zip(texts, got):

@@ -123,6 +123,23 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(uninterrupted, tmp_pat
     assert_same_weights(output / "model" / "model.safetensors", uninterrupted / "model" / "model.safetensors")
 
 
+def test_sigterm_saves_a_checkpoint_and_exits_143(uninterrupted, tmp_path):
+    output = tmp_path / "run"
+    process = start_and_wait(output, lambda m: m["epoch"] == 1 and m["batch"] > 0)
+    process.send_signal(signal.SIGTERM)  # what kill, Docker, Kubernetes and Slurm send
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 143, out
+    flat = " ".join(out.split())
+    assert "Stopping after this step to save a checkpoint (SIGTERM again to quit at once)" in flat
+    saved = meta(output)
+    where = f"epoch {saved['epoch']}, batch {saved['batch']}, step {saved['step']}"
+    assert f"Interrupted at {where}; the checkpoint is in {output / 'checkpoint'}" in flat
+    assert "Traceback" not in out and not (output / ".nlpfw.lock").exists()
+    run_ok([sys.executable, "-m", "nlpfw", "run", str(RECIPE), "--resume", str(output)])
+    assert comparable(output) == comparable(uninterrupted)
+    assert_same_weights(output / "model" / "model.safetensors", uninterrupted / "model" / "model.safetensors")
+
+
 def test_a_corrupt_checkpoint_is_named(uninterrupted, tmp_path):
     broken = tmp_path / "run"
     (broken / "checkpoint").mkdir(parents=True)
