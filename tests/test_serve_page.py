@@ -62,7 +62,7 @@ def test_the_page_highlights_the_entities_of_predict(run_dir, data_root, browser
 
     model = nlpfw.load(run_dir)
     dev = [e.text for e in Cluener(CluenerConfig(limit=100), data_root).load("dev")]
-    typed = [t for t, found in zip(dev, model.predict(dev)) if len(found) >= 2][:2]
+    typed = [r["text"] for r in model.predict(dev) if len(r["entities"]) >= 2][:2]
     assert len(typed) == 2
     emoji = "😀Café " + typed[0]  # an astral character first: the page must count code points, as Python does
     with running(create_app(model)) as base:
