@@ -1,0 +1,45 @@
+"""`doccano.v1`: doccano's JSONL export of a sequence-labelling project.
+
+One text a line: `{"id": 7, "text": "...", "label": [[start, end, "TYPE"], ...]}` (end
+exclusive), the older `labels` key, or, from a project with relations, `"entities":
+[{"start_offset", "end_offset", "label"}]`; other keys (`Comments`, metadata) are ignored.
+doccano counts offsets in UTF-16 code units, as JavaScript does (they differ from characters
+after an emoji or another character outside the Basic Multilingual Plane); `offsets` says so.
+Every span is checked against the text; overlapping ones are all kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from nlpfw.hookspecs import hookimpl
+from nlpfw.interfaces import Example
+from nlpfw_plugins.exports import ExportConfig, ExportDataset
+from nlpfw_plugins.formats import Offsets, read_doccano
+
+
+class DoccanoConfig(ExportConfig):
+    train: str = Field(default="train.jsonl", description="file of the train split, in `path`")
+    dev: str = Field(default="dev.jsonl", description="file of the dev split, in `path`")
+    offsets: Offsets = Field(
+        default="utf16", description="unit of the offsets: utf16 (doccano's, JavaScript's) or codepoints (Python's)"
+    )
+
+
+class Doccano(ExportDataset):
+    """doccano JSONL exports, one file per split or one file split in two."""
+
+    config_model = DoccanoConfig
+    config: DoccanoConfig
+    name = "doccano.v1"
+
+    def read_all(self, path: Path, split: str) -> list[Example]:
+        bad = lambda where, message: self.bad_data(where, message, self.config.on_error)  # noqa: E731
+        return read_doccano(path, bad, self.config.offsets, labelled=split != "test")
+
+
+@hookimpl
+def register_datasets(register):
+    register("doccano.v1", Doccano)
