@@ -231,16 +231,21 @@ def _label_studio_spans(text: str, result: dict[str, Any], where: str, bad: Bad,
         report(f"{shown} splits a character in two (UTF-16 offsets inside a surrogate pair)")
         return set()
     start, end = converted
-    if not check_span(text, start, end, shown, report):
-        return set()
     surface = value.get("text")
-    if surface is not None and text[start:end] != surface:
-        hint = ""
+    fits = 0 <= start < end <= len(text) and (surface is None or text[start:end] == surface)
+    if not fits and surface is not None:  # exports of old versions count UTF-16 code units
         other: Offsets = "utf16" if options.offsets == "codepoints" else "codepoints"
         again = to_codepoints(text, value["start"], value["end"], other)
-        if again is not None and text[again[0] : again[1]] == surface:
+        if again is not None and 0 <= again[0] < again[1] <= len(text) and text[again[0] : again[1]] == surface:
             hint = f"; the offsets match as {other} (set dataset.offsets = \"{other}\")"
-        report(f"{shown} is {text[start:end]!r} in the text, not value.text {surface!r}{hint}")
+            where_ok = text[start:end] if 0 <= start < end <= len(text) else None
+            shown_text = f"{where_ok!r} in the text" if where_ok is not None else f"out of range for a text of {len(text)} characters"
+            report(f"{shown} is {shown_text}, not value.text {surface!r}{hint}")
+            return set()
+    if not check_span(text, start, end, shown, report):
+        return set()
+    if surface is not None and text[start:end] != surface:
+        report(f"{shown} is {text[start:end]!r} in the text, not value.text {surface!r}")
         return set()
     return {Span(start, end, label) for label in labels}
 
@@ -324,7 +329,7 @@ def read_doccano(path: Path, bad: Bad, offsets: Offsets = "utf16", labelled: boo
 
 def _doccano_line(line: str, where: str, bad: Bad, offsets: Offsets, labelled: bool) -> Example | None:
     try:
-        record = json.loads(line)
+        record = json.loads(line.rstrip())
     except json.JSONDecodeError as error:
         return bad(where, f"not valid JSON: {error.msg} at column {error.colno}")
     if not isinstance(record, dict):
