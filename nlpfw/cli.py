@@ -264,13 +264,20 @@ def evaluate(
 @click.option("--cluener-submission", is_flag=True,
               help="Write the CLUENER2020 leaderboard file for --split (default test) of the model's dataset.")  # fmt: skip
 @click.option("--split", default=None, help="Predict a split of the model's dataset.")
+@click.option("--output-format", type=click.Choice(["jsonl", "label-studio", "doccano"]), default="jsonl",
+              show_default=True, help="jsonl: entities as JSON lines; label-studio: tasks with pre-annotations "
+                                      "(predictions, scores); doccano: JSONL to import.")  # fmt: skip
+@click.option("--rank", type=click.Choice(["uncertainty"]), default=None,
+              help="Order the texts from least to most confident, with a confidence per text and per entity.")  # fmt: skip
+@click.option("--model-version", default=None, help="Label Studio's model_version (default: the run folder's name).")
 @DEVICE
 @BATCH
 @click.pass_context
 @user_errors
 def predict(
     ctx: click.Context, run_dir: Path, texts: tuple[str, ...], input_file: Path | None, form: str,
-    output: Path | None, cluener_submission: bool, split: str | None, device: str, batch_size: int,
+    output: Path | None, cluener_submission: bool, split: str | None, output_format: str, rank: str | None,
+    model_version: str | None, device: str, batch_size: int,
 ) -> None:  # fmt: skip
     """Tag texts with a trained model: JSON lines of entities with character offsets."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -292,6 +299,12 @@ def predict(
         examples, _ = _split_examples(model, split or "test")
         records = [{"id": e.id, "text": e.text} for e in examples]
     console = Console(stderr=True)
+    if output_format != "jsonl" or rank:
+        if cluener_submission:
+            raise NlpfwError("--cluener-submission writes its own format; leave out --output-format and --rank")
+        _annotate(model, records, output_format, rank, model_version or Path(run_dir).resolve().name,
+                  output, batch_size, console)  # fmt: skip
+        return
     with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, disable=len(records) <= 2048) as progress:  # fmt: skip
         bar = progress.add_task("predict", total=len(records))
@@ -309,6 +322,58 @@ def predict(
         io.write_text(output, "".join(f"{line}\n" for line in lines))
         entities = sum(len(r["entities"]) for r in results)
         console.print(f"Wrote {len(lines):,} texts, {entities:,} entities to {output}")
+
+
+def _annotate(
+    model: Any, records: list[dict[str, Any]], output_format: str, rank: str | None, model_version: str,
+    output: Path | None, batch_size: int, console: Console,
+) -> None:  # fmt: skip
+    """`predict --output-format/--rank`: pre-annotations for a tool, or texts ranked by uncertainty."""
+    from nlpfw import io
+    from nlpfw_plugins.annotate import predictions, render
+
+    predicted = predictions(model, [r["text"] for r in records], batch_size, scored=bool(rank) or output_format != "jsonl")
+    content, _ = render(records, predicted, output_format, model_version, rank=bool(rank))
+    if output is None:
+        click.echo(content, nl=False)
+        return
+    io.write_text(output, content)
+    ranked = ", least confident first" if rank else ""
+    console.print(f"Wrote {len(records):,} texts, {sum(len(p.spans) for p in predicted):,} entities to {output} "
+                  f"({output_format}{ranked})")  # fmt: skip
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--from", "source_format", default="auto", show_default=True,
+              type=click.Choice(["auto", "cluener", "spans", "conll", "conll-bioes", "label-studio", "doccano", "text"]),
+              help="Format of SOURCE; auto: from its first record.")  # fmt: skip
+@click.option("--to", "target_format", required=True,
+              type=click.Choice(["cluener", "spans", "conll", "conll-bioes", "label-studio", "doccano", "text"]),
+              help="Format to write TARGET in.")  # fmt: skip
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+              help="Bad records: stop naming the file and line, or leave them out and count them.")  # fmt: skip
+@click.option("--text-field", default="text", show_default=True, help="Label Studio: the task data field of the text.")
+@click.pass_context
+@user_errors
+def convert(
+    ctx: click.Context, source: Path, target: Path, source_format: str, target_format: str, on_error: str,
+    text_field: str,
+) -> None:  # fmt: skip
+    """Convert a corpus between CLUENER JSON, JSON spans, CoNLL, Label Studio, doccano and plain texts."""
+    from nlpfw_plugins.convert import convert as convert_corpus
+
+    done = convert_corpus(source, target, source_format, target_format, on_error, text_field)
+    click.echo(f"Read {done.texts:,} texts ({done.source_format}; {done.labelled:,} labelled, {done.spans:,} spans); "
+               f"wrote {done.written:,} to {target} ({target_format})")  # fmt: skip
+    if done.dropped:
+        click.echo(f"Note: {done.dropped:,} span(s) overlap a longer one and were left out (CoNLL tags hold one entity "
+                   "per character)")  # fmt: skip
+    if target_format in ("conll", "conll-bioes") and done.written < done.texts:
+        click.echo(f"Note: {done.texts - done.written:,} text(s) without labels (or empty) were left out: CoNLL holds labelled texts")
+    if done.skipped:
+        click.echo(f"Skipped {len(done.skipped):,} bad record(s) or span(s); the first: {done.skipped[0]}")
 
 
 @cli.command()
