@@ -113,6 +113,23 @@ def test_scores_of_long_texts_come_from_the_window_that_owns_each_character(mode
     assert scored_predictions(model, long[:1])[0].score == scored[0].score  # batching changes nothing
 
 
+def test_rank_needs_a_decoder_with_probabilities(model, monkeypatch):
+    from types import SimpleNamespace
+
+    from nlpfw.errors import NlpfwError
+    from nlpfw_plugins.annotate import predictions
+
+    span_decoder = SimpleNamespace(target="spans")
+    fake = SimpleNamespace(model=SimpleNamespace(decoder=span_decoder), recipe=SimpleNamespace(decoder=SimpleNamespace(type="global_pointer.v1")))
+    with pytest.raises(NlpfwError, match=r"^decoder global_pointer\.v1 gives no tag probabilities, so texts cannot be scored; "
+                                         r"confidence needs a tag decoder with marginals \(crf\.v1, softmax\.v1\)$"):  # fmt: skip
+        scored_predictions(fake, ["张三"])
+    # Label Studio output without probabilities: the spans, no scores
+    monkeypatch.setattr(type(model.model.decoder), "marginals", None)
+    plain = predictions(model, ["张三在北京"], 8, scored=True)
+    assert plain[0].spans == model.predict_spans(["张三在北京"])[0] and plain[0].scores is None and plain[0].score is None
+
+
 def test_cluener_submission_refuses_other_output_formats(run_dir):
     result = CliRunner().invoke(cli, ["predict", str(run_dir), "--cluener-submission", "--output-format", "doccano"])
     assert result.exit_code == 1
@@ -163,3 +180,41 @@ def test_convert_errors_name_the_file_and_line(tmp_path):
     assert json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))[1]["annotations"] == [{"result": []}]
     result = CliRunner().invoke(cli, ["convert", str(tmp_path / "nope.json"), str(tmp_path / "x"), "--to", "doccano"])
     assert result.exit_code == 1 and f"Error: convert: file not found: {tmp_path / 'nope.json'}" in result.output
+    (tmp_path / "lines.jsonl").write_text('{"text": "上海", "spans": []}\n{"text": "北京\\n天津", "spans": []}\n', encoding="utf-8")
+    result = CliRunner().invoke(cli, ["convert", str(tmp_path / "lines.jsonl"), str(tmp_path / "x.txt"), "--to", "conll"])
+    assert result.exit_code == 1 and "Error: text 2 holds '\\n', which CoNLL (one character a line) cannot hold" in result.output
+
+
+# --- the loop, simulated (benchmarks/active_learning.py, the short version) -------------------
+
+
+def test_active_learning_rounds_label_the_least_confident_texts(data_root, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("active_learning", Path(__file__).resolve().parent.parent / "benchmarks" / "active_learning.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.main(["--seed-size", "60", "--pool", "150", "--budget", "30", "--rounds", "2", "--seeds", "3",
+                        "--dev", "60", "--test", "150", "--epochs", "3", "--out", str(tmp_path)])  # fmt: skip
+    assert [(r["strategy"], r["round"], r["labelled"]) for r in rows] == [
+        ("uncertainty", 0, 60), ("uncertainty", 1, 90), ("uncertainty", 2, 120),
+        ("random", 0, 60), ("random", 1, 90), ("random", 2, 120),
+    ]  # fmt: skip
+    assert all(0 <= r["f1"] <= 1 for r in rows) and rows[0]["f1"] == rows[3]["f1"]  # round 0 is shared
+    assert json.loads((tmp_path / "results.json").read_text(encoding="utf-8")) == rows
+    seed_set, pool, _, _ = script.corpus(data_root, 60, 150, 60, 150)
+    gold = {e.id: e for e in pool}
+    for strategy in script.STRATEGIES:
+        work = tmp_path / f"{strategy}-seed3"
+        trained = json.loads((work / "train.json").read_text(encoding="utf-8"))  # the last round's labelled tasks
+        assert len(trained) == 120 and [t["data"]["text"] for t in trained[:60]] == [e.text for e in seed_set]
+        for task in trained[60:]:  # corrected from the gold spans, as an annotator would
+            example = gold[task["data"]["id"]]
+            spans = [(r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in task["annotations"][0]["result"]]
+            assert spans == [(s.start, s.end, s.label) for s in example.spans]
+    # the uncertainty strategy took the top of the last ranking it saw: the 30 least confident texts
+    ranked = json.loads((tmp_path / "uncertainty-seed3" / "pool_tasks.json").read_text(encoding="utf-8"))
+    scores = [t["predictions"][0]["score"] for t in ranked]
+    assert len(ranked) == 120 and scores == sorted(scores)
+    last = json.loads((tmp_path / "uncertainty-seed3" / "train.json").read_text(encoding="utf-8"))[90:]
+    assert [t["data"]["id"] for t in last] == [e.id for e in pool if e.id in {t["data"]["id"] for t in ranked[:30]}]
