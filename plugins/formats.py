@@ -33,8 +33,6 @@ from nlpfw.tags import Scheme
 Bad = Callable[[str, str], None]
 Offsets = Literal["codepoints", "utf16"]
 FORMATS = ("cluener", "spans", "conll", "conll-bioes", "label-studio", "doccano", "text")
-WRITABLE = FORMATS  # every format can be written; CoNLL holds only labelled, non-overlapping spans
-UNLABELLED_KEPT = ("cluener", "spans", "label-studio", "doccano", "text")
 
 
 # --- offsets ----------------------------------------------------------------------------------
