@@ -289,7 +289,7 @@ def predict(
     sources = sum(bool(x) for x in (texts, input_file, split or cluener_submission))
     if sources != 1:
         raise NlpfwError("give texts, --input FILE, or --split/--cluener-submission (exactly one of them)")
-    model, _ = _load(ctx, run_dir, device)
+    model, registry = _load(ctx, run_dir, device)
     examples = None
     if input_file is not None:
         records = read_inputs(input_file, form)
@@ -302,7 +302,7 @@ def predict(
     if output_format != "jsonl" or rank:
         if cluener_submission:
             raise NlpfwError("--cluener-submission writes its own format; leave out --output-format and --rank")
-        _annotate(model, records, output_format, rank, model_version or Path(run_dir).resolve().name,
+        _annotate(model, registry, records, output_format, rank, model_version or Path(run_dir).resolve().name,
                   output, batch_size, console)  # fmt: skip
         return
     with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -325,15 +325,15 @@ def predict(
 
 
 def _annotate(
-    model: Any, records: list[dict[str, Any]], output_format: str, rank: str | None, model_version: str,
-    output: Path | None, batch_size: int, console: Console,
+    model: Any, registry: Any, records: list[dict[str, Any]], output_format: str, rank: str | None,
+    model_version: str, output: Path | None, batch_size: int, console: Console,
 ) -> None:  # fmt: skip
     """`predict --output-format/--rank`: pre-annotations for a tool, or texts ranked by uncertainty."""
     from nlpfw import io
-    from nlpfw_plugins.annotate import predictions, render
+    from nlpfw.annotate import predictions, render
 
     predicted = predictions(model, [r["text"] for r in records], batch_size, scored=bool(rank) or output_format != "jsonl")
-    content, _ = render(records, predicted, output_format, model_version, rank=bool(rank))
+    content, _ = render(records, predicted, output_format, model_version, rank=bool(rank), registry=registry)
     if output is None:
         click.echo(content, nl=False)
         return
@@ -362,9 +362,10 @@ def convert(
     text_field: str,
 ) -> None:  # fmt: skip
     """Convert a corpus between CLUENER JSON, JSON spans, CoNLL, Label Studio, doccano and plain texts."""
-    from nlpfw_plugins.convert import convert as convert_corpus
+    from nlpfw.convert import convert as convert_corpus
 
-    done = convert_corpus(source, target, source_format, target_format, on_error, text_field)
+    _, registry = _plugins(ctx)
+    done = convert_corpus(source, target, source_format, target_format, registry, on_error, text_field)
     click.echo(f"Read {done.texts:,} texts ({done.source_format}; {done.labelled:,} labelled, {done.spans:,} spans); "
                f"wrote {done.written:,} to {target} ({target_format})")  # fmt: skip
     if done.dropped:

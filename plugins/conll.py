@@ -20,6 +20,7 @@ from pydantic import Field
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
 from nlpfw.tags import Scheme, TagError, detect_scheme, read_spans, split_tag
+from nlpfw_plugins.formats import Bad, conll_text
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
 
 DOCSTART = "-DOCSTART-"
@@ -134,6 +135,18 @@ class Conll(SplitFilesDataset):
             position += len(token) + len(separator)
         spans = [Span(starts[s.start], starts[s.end - 1] + len(tokens[s.end - 1]), s.label) for s in spans]
         return Example(text, spans, line)
+
+    @classmethod
+    def read_file(cls, path: Path, bad: Bad) -> list[Example]:
+        """Every sentence of one file (BIO or BIOES), bad data through `bad`, for `nlpfw convert`."""
+        dataset = cls(cls.config_model(path=str(path.parent)), path.parent)
+        dataset.bad_data = lambda where, message, on_error="raise": bad(where, message)  # type: ignore[method-assign]
+        return dataset.read(path, "train", None)
+
+    @classmethod
+    def write_file(cls, examples: Sequence[Example], scheme: Scheme = "BIO") -> tuple[str, int]:
+        """(a character and its tag a line, the spans overlapping a longer one left out)."""
+        return conll_text(examples, scheme)
 
 
 @hookimpl

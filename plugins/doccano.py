@@ -10,14 +10,20 @@ Every span is checked against the text; overlapping ones are all kept.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import Field
 
+from typing import TYPE_CHECKING
+
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example
 from nlpfw_plugins.exports import ExportConfig, ExportDataset
-from nlpfw_plugins.formats import Offsets, read_doccano
+from nlpfw_plugins.formats import Bad, Offsets, doccano_records, json_lines, read_doccano
+
+if TYPE_CHECKING:
+    from nlpfw.annotate import ScoredSpans
 
 
 class DoccanoConfig(ExportConfig):
@@ -38,6 +44,21 @@ class Doccano(ExportDataset):
     def read_all(self, path: Path, split: str) -> list[Example]:
         bad = lambda where, message: self.bad_data(where, message, self.config.on_error)  # noqa: E731
         return read_doccano(path, bad, self.config.offsets, labelled=split != "test")
+
+    @classmethod
+    def read_file(cls, path: Path, bad: Bad) -> list[Example]:
+        """Every line of one file (lines without spans have `spans` None), for `nlpfw convert`."""
+        return read_doccano(path, bad, labelled=False)
+
+    @classmethod
+    def write_file(cls, examples: Sequence[Example]) -> tuple[str, int]:
+        """(doccano JSONL, UTF-16 offsets; spans left out: none)."""
+        return json_lines(doccano_records(examples)), 0
+
+    @classmethod
+    def prediction_file(cls, examples: Sequence[Example], predicted: Sequence[ScoredSpans], model_version: str) -> str:
+        """JSONL to import, `predicted` as the labels and the confidences as metadata."""
+        return json_lines(doccano_records(examples, predicted=predicted))
 
 
 @hookimpl

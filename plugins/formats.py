@@ -1,8 +1,9 @@
 """Reading and writing the corpus formats nlpfw moves between: CLUENER JSON lines, JSON spans,
 CoNLL (BIO or BIOES), Label Studio JSON, doccano JSONL, and plain texts.
 
-Not a plugin (it registers nothing): the dataset plugins `label_studio.v1` and `doccano.v1`,
-`nlpfw convert` and `nlpfw predict --output-format` use it.
+Not a plugin (it registers nothing): the dataset plugins use it, and through their
+`read_file`, `write_file` and `prediction_file` class methods so do `nlpfw convert` and
+`nlpfw predict --output-format` (the core reaches formats through the registry only).
 
 Every reader keeps every span exactly as the file gives it, overlapping ones included (the
 task decides what its tags can hold), drops exact duplicates and sorts them; a text with no
@@ -26,9 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from typing import TYPE_CHECKING
+
 from nlpfw.errors import DataError
 from nlpfw.interfaces import Example, Span
 from nlpfw.tags import Scheme
+
+if TYPE_CHECKING:
+    from nlpfw.annotate import ScoredSpans
 
 Bad = Callable[[str, str], None]
 Offsets = Literal["codepoints", "utf16"]
@@ -294,16 +300,6 @@ def label_studio_tasks(
     return tasks
 
 
-@dataclass
-class ScoredSpans:
-    """A text's predicted spans with a confidence each, and the text's confidence (None: the
-    decoder gives no probabilities)."""
-
-    spans: list[Span]
-    scores: list[float] | None = None
-    score: float | None = None
-
-
 # --- doccano ----------------------------------------------------------------------------------
 
 
@@ -464,12 +460,6 @@ def conll_text(examples: Sequence[Example], scheme: Scheme = "BIO") -> tuple[str
     return "\n".join(blocks), dropped
 
 
-def read_texts(path: Path) -> list[Example]:
-    """One text a line (line breaks removed, nothing else); empty lines are texts too."""
-    with path.open(encoding="utf-8", newline="") as stream:
-        return [Example(line.rstrip("\r\n")) for line in stream]
-
-
 # --- splitting one export into train and dev ---------------------------------------------------
 
 
@@ -496,31 +486,6 @@ def json_lines(records: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
-def detect_format(path: Path) -> str:
-    """A file's format from its first record: `[` a Label Studio export; a JSON line by its keys
-    (`label` an object: CLUENER; `label`/`labels` a list or `entities`: doccano; else spans);
-    `TOKEN<tab or spaces>TAG`: CoNLL; anything else: plain texts."""
-    with path.open(encoding="utf-8") as stream:
-        first = next((line for line in stream if line.strip()), "")
-    stripped = first.strip()
-    if stripped.startswith("["):
-        return "label-studio"
-    if stripped.startswith("{"):
-        try:
-            record = json.loads(stripped)
-        except json.JSONDecodeError:
-            return "label-studio"  # a pretty-printed single task
-        if isinstance(record.get("label"), dict):
-            return "cluener"
-        if any(isinstance(record.get(k), list) for k in SPAN_KEYS):
-            return "doccano"
-        return "spans"
-    columns = first.rstrip("\n").split("\t") if "\t" in first else first.split()
-    if len(columns) >= 2 and (columns[-1] == "O" or columns[-1][:2] in {f"{p}{s}" for p in "BIES" for s in "-_"}):
-        return "conll-bioes" if _has_bioes(path) else "conll"
-    return "text"
-
-
-def _has_bioes(path: Path) -> bool:
-    with path.open(encoding="utf-8") as stream:
-        return any(line.rstrip().rsplit(maxsplit=1)[-1][:2] in ("E-", "S-", "E_", "S_") for line in stream if line.strip())
+def json_list(records: Iterable[dict[str, Any]]) -> str:
+    """A JSON list, one record a line (as Label Studio imports and exports tasks)."""
+    return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]\n"

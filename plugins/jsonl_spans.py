@@ -21,6 +21,7 @@ from pydantic import Field
 
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
+from nlpfw_plugins.formats import Bad, cluener_records, json_lines, spans_records
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
 
 
@@ -48,6 +49,26 @@ class JsonlSpans(SplitFilesDataset):
                     if example is not None:
                         examples.append(example)
         return examples
+
+    @classmethod
+    def read_file(cls, path: Path, bad: Bad) -> list[Example]:
+        """Every line of one file in either form, every span kept (overlapping ones too), lines
+        without spans unlabelled; bad data through `bad`. For `nlpfw convert`."""
+        dataset = cls(cls.config_model(path=str(path.parent)), path.parent)
+        dataset.bad_data = lambda where, message, on_error="raise": bad(where, message)  # type: ignore[method-assign]
+        examples = []
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    example = KeepAllReader(dataset, f"{path}:{number}", None).example(line, labelled=False)
+                    if example is not None:
+                        examples.append(example)
+        return examples
+
+    @classmethod
+    def write_file(cls, examples: Sequence[Example], form: str = "spans") -> tuple[str, int]:
+        """(JSON lines in the `spans` form or CLUENER's `label` form; spans left out: none)."""
+        return json_lines(cluener_records(examples) if form == "cluener" else spans_records(examples)), 0
 
 
 LABEL_FORM = "{type: {surface: [[start, end], ...]}}"
@@ -171,6 +192,13 @@ class LineReader:
                 this, that = span.text_in(self.text), other.text_in(self.text)
                 self.bad(f"{shown} {this!r} overlaps {kept[other]} {that!r} (flat tags hold one entity per character)")
         return sorted(kept)
+
+
+class KeepAllReader(LineReader):
+    """A line reader that keeps overlapping spans (a converter should lose nothing)."""
+
+    def flat(self, spans: list[tuple[Span, str]]) -> list[Span]:
+        return sorted({span for span, _ in spans})
 
 
 def is_int(value: Any) -> bool:

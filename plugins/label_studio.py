@@ -13,15 +13,21 @@ not read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+from typing import TYPE_CHECKING
+
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example
 from nlpfw_plugins.exports import ExportConfig, ExportDataset
-from nlpfw_plugins.formats import LabelStudioOptions, Offsets, read_label_studio
+from nlpfw_plugins.formats import Bad, LabelStudioOptions, Offsets, json_list, label_studio_tasks, read_label_studio
+
+if TYPE_CHECKING:
+    from nlpfw.annotate import ScoredSpans
 
 
 class LabelStudioConfig(ExportConfig):
@@ -50,6 +56,21 @@ class LabelStudio(ExportDataset):
         options = LabelStudioOptions(self.config.text_field, self.config.annotation, self.config.annotator,
                                      self.config.offsets)  # fmt: skip
         return read_label_studio(path, lambda where, message: self.bad_data(where, message, self.config.on_error), options)
+
+    @classmethod
+    def read_file(cls, path: Path, bad: Bad, text_field: str = "text") -> list[Example]:
+        """Every task of one export (unannotated ones with `spans` None), for `nlpfw convert`."""
+        return read_label_studio(path, bad, LabelStudioOptions(text_field=text_field))
+
+    @classmethod
+    def write_file(cls, examples: Sequence[Example], text_field: str = "text") -> tuple[str, int]:
+        """(Label Studio tasks holding the spans as an annotation, spans left out: none)."""
+        return json_list(label_studio_tasks(examples, text_field=text_field)), 0
+
+    @classmethod
+    def prediction_file(cls, examples: Sequence[Example], predicted: Sequence[ScoredSpans], model_version: str) -> str:
+        """Tasks with `predicted` as pre-annotations (`predictions`), for `nlpfw predict --output-format`."""
+        return json_list(label_studio_tasks(examples, predicted, model_version))
 
 
 @hookimpl

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import nlpfw
 from nlpfw.cli import cli
-from nlpfw_plugins.annotate import scored_predictions
+from nlpfw.annotate import scored_predictions
 from nlpfw_plugins.cluener import Cluener, CluenerConfig
 from nlpfw_plugins.doccano import Doccano, DoccanoConfig
 from nlpfw_plugins.label_studio import LabelStudio, LabelStudioConfig
@@ -117,7 +117,7 @@ def test_rank_needs_a_decoder_with_probabilities(model, monkeypatch):
     from types import SimpleNamespace
 
     from nlpfw.errors import NlpfwError
-    from nlpfw_plugins.annotate import predictions
+    from nlpfw.annotate import predictions
 
     span_decoder = SimpleNamespace(target="spans")
     fake = SimpleNamespace(model=SimpleNamespace(decoder=span_decoder), recipe=SimpleNamespace(decoder=SimpleNamespace(type="global_pointer.v1")))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nlpfw.convert import detect_format
 from nlpfw.errors import DataError
 from nlpfw.interfaces import Example, Span
 from nlpfw_plugins.cluener import Cluener, CluenerConfig
@@ -16,7 +17,6 @@ from nlpfw_plugins.formats import (
     OffsetMap,
     cluener_records,
     conll_text,
-    detect_format,
     doccano_records,
     json_lines,
     label_studio_tasks,

@@ -1,19 +1,23 @@
 """Pre-annotations for the annotation tools, and what to label next: `nlpfw predict
 --output-format label-studio|doccano` and `--rank uncertainty`.
 
-Not a plugin (it registers nothing). Confidence comes from a tag decoder's `marginals(hidden,
-mask)` (`crf.v1`: the CRF's marginal probabilities by forward-backward; `softmax.v1`: its tag
-probabilities): each character's confidence is the probability of the tag it was given, an
-entity's is the lowest of its characters', and a text's is the lowest of all its characters'
-(1 for an empty text), so one doubtful character, inside an entity or just outside one, makes
-the text doubtful whatever its length. Texts longer than the window are scored per window,
-each character by the window that owns it, as their entities are merged.
+Confidence comes from a tag decoder's optional `marginals(hidden, mask)` (`crf.v1`: the CRF's
+marginal probabilities by forward-backward; `softmax.v1`: its tag probabilities): each
+character's confidence is the probability of the tag it was given, an entity's is the lowest
+of its characters', and a text's is the lowest of all its characters' (1 for an empty text),
+so one doubtful character, inside an entity or just outside one, makes the text doubtful
+whatever its length. Texts longer than the window are scored per window, each character by
+the window that owns it, as their entities are merged.
+
+A tool's file is written by the dataset component that reads that tool's exports (its
+`prediction_file` class method: `label_studio.v1`, `doccano.v1`), found through the registry.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,12 +25,21 @@ import torch
 
 from nlpfw.corpus import owned_ranges
 from nlpfw.errors import NlpfwError
-from nlpfw.interfaces import Example
+from nlpfw.interfaces import Example, Span
 from nlpfw.model import LoadedModel
-from nlpfw_plugins.formats import ScoredSpans, doccano_records, json_lines, label_studio_tasks
 
-OUTPUT_FORMATS = ("jsonl", "label-studio", "doccano")
+OUTPUT_DATASETS = {"label-studio": "label_studio.v1", "doccano": "doccano.v1"}  # --output-format: its writer
 DIGITS = 4
+
+
+@dataclass
+class ScoredSpans:
+    """A text's predicted spans with a confidence each, and the text's confidence (None: the
+    decoder gives no probabilities)."""
+
+    spans: list[Span]
+    scores: list[float] | None = None
+    score: float | None = None
 
 
 def gives_probabilities(model: LoadedModel) -> bool:
@@ -99,18 +112,17 @@ def render(
     output_format: str,
     model_version: str,
     rank: bool,
+    registry: Any,
 ) -> tuple[str, list[int]]:
     """The output file's text for input `records` (`{"text", "id"?}`) and their predictions, and
     the order the texts are in (by uncertainty with `rank`, else input order)."""
     order = uncertainty_order(predicted) if rank else list(range(len(records)))
     records = [records[i] for i in order]
     predicted = [predicted[i] for i in order]
-    examples = [Example(r["text"], None, r.get("id")) for r in records]
-    if output_format == "label-studio":
-        tasks = label_studio_tasks(examples, predicted, model_version)
-        return "[\n" + ",\n".join(json.dumps(t, ensure_ascii=False) for t in tasks) + "\n]\n", order
-    if output_format == "doccano":
-        return json_lines(doccano_records(examples, predicted=predicted)), order
+    if output_format in OUTPUT_DATASETS:
+        writer = registry.get("dataset", OUTPUT_DATASETS[output_format]).cls
+        examples = [Example(r["text"], None, r.get("id")) for r in records]
+        return writer.prediction_file(examples, predicted, model_version), order
     lines = []
     for record, scored in zip(records, predicted):
         entities = [{"type": s.label, "text": s.text_in(record["text"]), "start": s.start, "end": s.end}
@@ -121,4 +133,4 @@ def render(
                 entity["confidence"] = score
             out["confidence"] = scored.score
         lines.append(out)
-    return json_lines(lines), order
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), order
