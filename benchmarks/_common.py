@@ -61,10 +61,10 @@ def recipe(decoder: str = "crf.v1", **trainer: Any) -> Any:
 
 
 def build(recipe: Any, splits: tuple[str, ...] = ("train", "dev")) -> tuple[Any, Any, Any]:
-    """(TaggingModel, task, {split: EncodedSplit}) for a recipe, from the corpus cache."""
+    """(Model, task, {split: EncodedSplit}) for a recipe, from the corpus cache."""
     from nlpfw.cache import prepare_corpus
     from nlpfw.corpus import window_settings
-    from nlpfw.model import TaggingModel
+    from nlpfw.model import Model, build_decoder
     from nlpfw.trainer import set_seed
 
     root = data_root()
@@ -73,8 +73,8 @@ def build(recipe: Any, splits: tuple[str, ...] = ("train", "dev")) -> tuple[Any,
     encoder = recipe.encoder.component.cls.from_config(recipe.encoder.config, root)
     window, stride = window_settings(recipe.trainer.window, recipe.trainer.stride, encoder.max_chars)
     corpus = prepare_corpus(recipe.task, recipe.dataset, dataset, encoder, splits, window, stride, True)
-    decoder = recipe.decoder.component.cls(recipe.decoder.config, encoder.output_dim, len(corpus.task.labels))
-    return TaggingModel(encoder, decoder), corpus.task, corpus.splits
+    decoder = build_decoder(recipe.decoder, encoder, corpus.task)
+    return Model(encoder, decoder), corpus.task, corpus.splits
 
 
 def timed(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> float:

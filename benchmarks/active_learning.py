@@ -64,7 +64,7 @@ def corpus(data_root: Path, seed_size: int, pool_size: int, dev_size: int, test_
     order = list(range(len(train)))
     random.Random(0).shuffle(order)
     labelled = [train[i] for i in order[:seed_size]]
-    pool = [Example(train[i].text, train[i].spans, f"p{i}") for i in order[seed_size : seed_size + pool_size]]
+    pool = [Example(train[i].text, train[i].gold, f"p{i}") for i in order[seed_size : seed_size + pool_size]]
     test = dev[dev_size:] if test_size is None else dev[dev_size : dev_size + test_size]
     return labelled, pool, dev[:dev_size], test
 
@@ -117,7 +117,7 @@ def loop(strategy: str, seed: int, args: argparse.Namespace, data: tuple, out: P
             break
         chosen = set(choose(strategy, run, work, pool, args.budget, rng))
         # the annotator corrects the chosen tasks: their gold spans replace the pre-annotations
-        labelled += [Example(e.text, e.spans, e.id) for e in pool if e.id in chosen]
+        labelled += [Example(e.text, e.gold, e.id) for e in pool if e.id in chosen]
         pool = [e for e in pool if e.id not in chosen]
     return rows
 

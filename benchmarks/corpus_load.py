@@ -73,13 +73,13 @@ def child(mode: str, folder: Path, data_root: Path) -> dict:
     baseline = rss_bytes()
     start = time.perf_counter()
     if mode == "lists":
-        task = recipe.task.component.cls(recipe.task.config, dataset.entity_types())
-        index = {label: i for i, label in enumerate(task.labels)}
+        task = recipe.task.component.cls(recipe.task.config, dataset.labels())
+        index = {label: i for i, label in enumerate(task.tags)}
         features = []
         for split in ("train", "dev"):
             for example in dataset.load(split):
                 tags = ["O"] * len(example.text)
-                for span in example.spans or ():
+                for span in example.gold or ():
                     tags[span.start : span.end] = [f"B-{span.label}"] + [f"I-{span.label}"] * (span.end - span.start - 1)
                 ids = [encoder.char_id(c) for c in example.text]
                 features.append({"input_ids": ids, "tags": [index[t] for t in tags]})

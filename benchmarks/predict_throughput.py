@@ -51,7 +51,7 @@ def main() -> None:
     config = BertConfig(
         vocab_size=bert.vocab_size, hidden_size=bert.hidden_size, num_hidden_layers=bert.num_hidden_layers,
         num_attention_heads=bert.num_attention_heads, intermediate_size=bert.intermediate_size,
-        num_labels=len(task.labels),
+        num_labels=len(task.tags),
     )  # fmt: skip
     torch.manual_seed(0)
     baseline = pipeline(

@@ -67,7 +67,7 @@ def hugging_face(steps: int, warmup: int, grouped: bool) -> dict:
         ids = [encoder.cls_id, *item["input_ids"].tolist(), encoder.sep_id]
         rows.append({"input_ids": ids, "labels": [-100, *item["tags"].tolist(), -100]})
     config = BertConfig(
-        vocab_size=encoder.bert.config.vocab_size, num_labels=len(task.labels),
+        vocab_size=encoder.bert.config.vocab_size, num_labels=len(task.tags),
         **{k: v for k, v in encoder.bert.config.to_dict().items() if k in (
             "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings")},
     )  # fmt: skip

@@ -28,11 +28,11 @@ import numpy as np
 
 from nlpfw import __version__
 from nlpfw.corpus import EncodedSplit, Stats, encode_split
-from nlpfw.interfaces import Dataset, Encoder, Example, Span, Task
+from nlpfw.interfaces import Dataset, Encoder, Example, Task
 from nlpfw.recipe import Section
 
 CACHE_ENV = "NLPFW_CACHE_DIR"
-FORMAT = 3  # 3: span tables (gold spans for span decoders)
+FORMAT = 4  # 3: span tables (gold spans for span decoders); 4: any task (per-text values, gold as JSON)
 _OFF = ("off", "0", "false", "no", "none")
 
 
@@ -90,17 +90,17 @@ def prepare_corpus(
     folder = root / "corpora" / key if root is not None and key is not None else None
     if folder is not None and (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        task = task_section.component.cls(task_section.config, meta["entity_types"])
-        splits = {name: _load_split(folder, name, meta["splits"][name], window, stride) for name in split_names}
+        task = task_section.component.cls(task_section.config, meta["labels"])
+        splits = {name: _load_split(folder, name, meta["splits"][name], window, stride, task) for name in split_names}
         return Corpus(task, splits, meta["skipped"], cached=True, key=key)
     examples = {name: dataset.load(name) for name in split_names}
-    task = task_section.component.cls(task_section.config, dataset.entity_types())
+    task = task_section.component.cls(task_section.config, dataset.labels())
     splits = {
         name: encode_split(examples[name], partial(task.encode, encoder=encoder), window, stride)
         for name in split_names
     }
     if folder is not None:
-        _save(folder, task.entity_types, splits, dataset.skipped)
+        _save(folder, task, splits, dataset.skipped)
     return Corpus(task, splits, list(dataset.skipped), cached=False, key=key)
 
 
@@ -133,11 +133,11 @@ def corpus_key(
 _WINDOW_ARRAYS = ("text_starts", "window_text", "window_start", "window_length")
 
 
-def _save(folder: Path, entity_types: list[str], splits: dict[str, EncodedSplit], skipped: list[str]) -> None:
+def _save(folder: Path, task: Task, splits: dict[str, EncodedSplit], skipped: list[str]) -> None:
     partial = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    meta: dict[str, Any] = {"format": FORMAT, "entity_types": entity_types, "skipped": skipped, "splits": {}}
+    meta: dict[str, Any] = {"format": FORMAT, "labels": task.labels, "skipped": skipped, "splits": {}}
     for name, split in splits.items():
         for column, values in split.columns.items():
             np.save(partial / f"{name}.column.{column}.npy", values)
@@ -146,23 +146,21 @@ def _save(folder: Path, entity_types: list[str], splits: dict[str, EncodedSplit]
         for table, rows in split.tables.items():
             np.save(partial / f"{name}.table.{table}.npy", rows)
             np.save(partial / f"{name}.table_starts.{table}.npy", split.table_starts[table])
+        for value, rows in split.values.items():
+            np.save(partial / f"{name}.value.{value}.npy", rows)
         examples = split.examples
-        labels = sorted({s.label for e in examples for s in e.spans or ()})
-        index = {label: i for i, label in enumerate(labels)}
-        spans = np.zeros((sum(len(e.spans or ()) for e in examples), 4), dtype=np.int32)
-        row = 0
-        for i, example in enumerate(examples):
-            for span in example.spans or ():
-                spans[row] = (i, span.start, span.end, index[span.label])
-                row += 1
-        np.save(partial / f"{name}.spans.npy", spans)
-        np.save(partial / f"{name}.labelled.npy", np.asarray([e.spans is not None for e in examples]))
+        with (partial / f"{name}.gold.jsonl").open("w", encoding="utf-8") as stream:
+            # one line a text: null for an unlabelled one
+            stream.writelines(
+                json.dumps(None if e.gold is None else task.gold_to_json(e.gold), ensure_ascii=False) + "\n"
+                for e in examples
+            )
         with (partial / f"{name}.text.txt").open("w", encoding="utf-8", newline="") as stream:
             stream.writelines(e.text for e in examples)
         meta["splits"][name] = {
             "columns": sorted(split.columns),
             "tables": sorted(split.tables),
-            "labels": labels,
+            "values": sorted(split.values),
             "ids": [e.id for e in examples],
             "stats": asdict(split.stats),
         }
@@ -173,7 +171,7 @@ def _save(folder: Path, entity_types: list[str], splits: dict[str, EncodedSplit]
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _load_split(folder: Path, name: str, meta: dict[str, Any], window: int | None, stride: int) -> EncodedSplit:
+def _load_split(folder: Path, name: str, meta: dict[str, Any], window: int | None, stride: int, task: Task) -> EncodedSplit:
     def array(part: str) -> np.ndarray:
         return np.load(folder / f"{name}.{part}.npy", allow_pickle=False)
 
@@ -181,13 +179,11 @@ def _load_split(folder: Path, name: str, meta: dict[str, Any], window: int | Non
         with (folder / f"{name}.text.txt").open(encoding="utf-8", newline="") as stream:
             text = stream.read()  # newline="": a "\r" in a text stays as it is
         starts = array("text_starts").tolist()
-        labelled = array("labelled").tolist()
-        gold: list[list[Span]] = [[] for _ in labelled]
-        for i, start, end, label in array("spans").tolist():
-            gold[i].append(Span(start, end, meta["labels"][label]))
+        with (folder / f"{name}.gold.jsonl").open(encoding="utf-8") as stream:
+            gold = [json.loads(line) for line in stream]
         return [
-            Example(text[starts[i] : starts[i + 1]], gold[i] if labelled[i] else None, meta["ids"][i])
-            for i in range(len(labelled))
+            Example(text[starts[i] : starts[i + 1]], None if g is None else task.gold_from_json(g), meta["ids"][i])
+            for i, g in enumerate(gold)
         ]
 
     return EncodedSplit(
@@ -198,5 +194,6 @@ def _load_split(folder: Path, name: str, meta: dict[str, Any], window: int | Non
         stats=Stats(**meta["stats"]),
         tables={table: array(f"table.{table}") for table in meta["tables"]},
         table_starts={table: array(f"table_starts.{table}") for table in meta["tables"]},
+        values={value: array(f"value.{value}") for value in meta["values"]},
         examples_loader=examples,
     )

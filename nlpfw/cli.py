@@ -151,10 +151,13 @@ def run(
         sys.exit(130)
     finally:
         distributed.teardown(context)
-    best = history.best  # the runner always evaluates at least once
+    from nlpfw.model import main_score
+    from nlpfw.report import metric_title
+
+    name, value, _ = main_score(history.best)  # the runner always evaluates at least once
     console.print(
-        f"Done: best dev F1 {best['scores']['overall']['f1']:.4f} "
-        f"at epoch {best['epoch']}. Run folder: [bold]{folder}[/]"
+        f"Done: best dev {metric_title(name)} {value:.4f} "
+        f"at epoch {history.best['epoch']}. Run folder: [bold]{folder}[/]"
     )
 
 
@@ -227,7 +230,7 @@ def evaluate(
     """Score a trained model on labelled data and print the result tables."""
     from nlpfw import io
     from nlpfw.predict import labelled_file
-    from nlpfw.report import result_tables
+    from nlpfw.report import evaluation_fields, metric_title, result_tables
 
     if split and data_file:
         raise NlpfwError("give --split or --data, not both")
@@ -238,15 +241,17 @@ def evaluate(
     else:
         examples, dataset = _split_examples(model, split or "dev")
         reference, source = dataset.reference(), f"{model.recipe.dataset.type} {split or 'dev'}"
-    if not any(e.spans is not None for e in examples):
+    if not any(e.gold is not None for e in examples):
         raise NlpfwError(f"{source} has no labelled texts to score; use `nlpfw predict` for unlabelled ones")
     record = model.evaluate(examples, batch_size)
     record["device"] = str(model.device)
     console = Console()
-    scores = record["scores"]["overall"]
-    console.print(f"[bold]{source}[/]: {len(examples):,} texts, F1 {scores['f1']:.4f} "
-                  f"(precision {scores['precision']:.4f}, recall {scores['recall']:.4f})")  # fmt: skip
-    for table in result_tables(record, model.task.entity_types, reference):
+    fields = evaluation_fields(record)
+    main = fields["main"]["name"]
+    others = ", ".join(f"{metric_title(k)} {v:.4f}" for k, v in fields["summary"].items() if k != main)
+    console.print(f"[bold]{source}[/]: {len(examples):,} texts, {metric_title(main)} {fields['main']['value']:.4f}"
+                  + (f" ({others})" if others else ""))  # fmt: skip
+    for table in result_tables(record, reference):
         console.print(table)
     if output is not None:
         io.write_json(output, {"source": source, "texts": len(examples), **record})
@@ -256,19 +261,20 @@ def evaluate(
 @RUN_DIR
 @click.argument("texts", nargs=-1)
 @click.option("--input", "input_file", type=click.Path(path_type=Path), default=None,
-              help="Texts to tag: plain lines, or JSON lines with \"text\" (and \"id\").")  # fmt: skip
+              help="Texts to predict on: plain lines, or JSON lines with \"text\" (and \"id\").")  # fmt: skip
 @click.option("--format", "form", type=click.Choice(["auto", "text", "jsonl"]), default="auto", show_default=True,
               help="Form of --input; auto: JSON lines for .json/.jsonl, else plain lines.")  # fmt: skip
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Write JSON lines here (default: print them).")  # fmt: skip
-@click.option("--cluener-submission", is_flag=True,
-              help="Write the CLUENER2020 leaderboard file for --split (default test) of the model's dataset.")  # fmt: skip
+@click.option("--submission", "--cluener-submission", "submission", is_flag=True,
+              help="Write the dataset's leaderboard file (CLUENER2020's for cluener.v1) for --split (default "
+                   "test) of the model's dataset.")  # fmt: skip
 @click.option("--split", default=None, help="Predict a split of the model's dataset.")
 @click.option("--output-format", type=click.Choice(["jsonl", "label-studio", "doccano"]), default="jsonl",
-              show_default=True, help="jsonl: entities as JSON lines; label-studio: tasks with pre-annotations "
-                                      "(predictions, scores); doccano: JSONL to import.")  # fmt: skip
+              show_default=True, help="jsonl: the prediction records as JSON lines; label-studio: tasks with "
+                                      "pre-annotations (predictions, scores); doccano: JSONL to import.")  # fmt: skip
 @click.option("--rank", type=click.Choice(["uncertainty"]), default=None,
-              help="Order the texts from least to most confident, with a confidence per text and per entity.")  # fmt: skip
+              help="Order the texts from least to most confident, with a confidence per text and per annotation.")  # fmt: skip
 @click.option("--model-version", default=None, help="Label Studio's model_version (default: the run folder's name).")
 @DEVICE
 @BATCH
@@ -276,32 +282,33 @@ def evaluate(
 @user_errors
 def predict(
     ctx: click.Context, run_dir: Path, texts: tuple[str, ...], input_file: Path | None, form: str,
-    output: Path | None, cluener_submission: bool, split: str | None, output_format: str, rank: str | None,
+    output: Path | None, submission: bool, split: str | None, output_format: str, rank: str | None,
     model_version: str | None, device: str, batch_size: int,
 ) -> None:  # fmt: skip
-    """Tag texts with a trained model: JSON lines of entities with character offsets."""
+    """Predict with a trained model: JSON lines, one per text (NER: entities with character
+    offsets; a classifier: the label and its scores)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from nlpfw import io
-    from nlpfw.predict import cluener_submission as submission_lines
     from nlpfw.predict import predict_records, read_inputs
+    from nlpfw.predict import submission as submission_file
 
-    sources = sum(bool(x) for x in (texts, input_file, split or cluener_submission))
+    sources = sum(bool(x) for x in (texts, input_file, split or submission))
     if sources != 1:
-        raise NlpfwError("give texts, --input FILE, or --split/--cluener-submission (exactly one of them)")
+        raise NlpfwError("give texts, --input FILE, or --split/--submission (exactly one of them)")
     model, registry = _load(ctx, run_dir, device)
-    examples = None
+    examples = dataset = None
     if input_file is not None:
         records = read_inputs(input_file, form)
     elif texts:
         records = [{"text": t} for t in texts]
     else:
-        examples, _ = _split_examples(model, split or "test")
+        examples, dataset = _split_examples(model, split or "test")
         records = [{"id": e.id, "text": e.text} for e in examples]
     console = Console(stderr=True)
     if output_format != "jsonl" or rank:
-        if cluener_submission:
-            raise NlpfwError("--cluener-submission writes its own format; leave out --output-format and --rank")
+        if submission:
+            raise NlpfwError("--submission writes its own format; leave out --output-format and --rank")
         _annotate(model, registry, records, output_format, rank, model_version or Path(run_dir).resolve().name,
                   output, batch_size, console)  # fmt: skip
         return
@@ -309,19 +316,18 @@ def predict(
                   console=console, disable=len(records) <= 2048) as progress:  # fmt: skip
         bar = progress.add_task("predict", total=len(records))
         results = list(predict_records(model, records, batch_size, lambda n: progress.advance(bar, n)))
-    if cluener_submission:
-        lines = list(submission_lines(examples, [r["entities"] for r in results]))
-        target = output or Path("cluener_predict.json")
+    if submission:
+        name, lines = submission_file(dataset, examples, results)
+        target = output or Path(name)
         io.write_text(target, "".join(f"{line}\n" for line in lines))
-        console.print(f"Wrote {len(lines):,} lines to {target} (the CLUENER2020 leaderboard format)")
+        console.print(f"Wrote {len(lines):,} lines to {target} (the leaderboard format of {model.recipe.dataset.type})")
         return
     lines = [json.dumps(r, ensure_ascii=False) for r in results]
     if output is None:
         click.echo("\n".join(lines))
     else:
         io.write_text(output, "".join(f"{line}\n" for line in lines))
-        entities = sum(len(r["entities"]) for r in results)
-        console.print(f"Wrote {len(lines):,} texts, {entities:,} entities to {output}")
+        console.print(f"Wrote {len(lines):,} predictions to {output}")
 
 
 def _annotate(
@@ -339,8 +345,7 @@ def _annotate(
         return
     io.write_text(output, content)
     ranked = ", least confident first" if rank else ""
-    console.print(f"Wrote {len(records):,} texts, {sum(len(p.spans) for p in predicted):,} entities to {output} "
-                  f"({output_format}{ranked})")  # fmt: skip
+    console.print(f"Wrote {len(records):,} texts to {output} ({output_format}{ranked})")
 
 
 @cli.command()
@@ -384,15 +389,16 @@ def convert(
 @click.pass_context
 @user_errors
 def export(ctx: click.Context, run_dir: Path, onnx_out: Path) -> None:
-    """Export a trained model, encoder and decoder (CRF included), to one ONNX graph."""
+    """Export a trained model, encoder and decoder (a CRF's Viterbi included), to one ONNX graph."""
     from nlpfw.export import export_onnx
 
     _quiet_transformers()
     _, registry = _plugins(ctx)
     out = export_onnx(run_dir, onnx_out, registry)
     size = out.stat().st_size / 2**20
-    click.echo(f"Wrote {out} ({size:.1f} MiB; inputs input_ids, mask; output tags) and {out.name}.json (labels); "
-               "onnxruntime gave the model's own tags on a check batch")  # fmt: skip
+    output = json.loads(out.with_name(out.name + ".json").read_text(encoding="utf-8"))["output"]
+    click.echo(f"Wrote {out} ({size:.1f} MiB; inputs input_ids, mask; output {output}) and {out.name}.json (labels); "
+               f"onnxruntime gave the model's own {output} on a check batch")  # fmt: skip
 
 
 @cli.command()
@@ -414,7 +420,7 @@ def report(ctx: click.Context, run_dir: Path) -> None:
 @click.pass_context
 @user_errors
 def compare(ctx: click.Context, run_dirs: tuple[Path, ...]) -> None:
-    """Print runs side by side: overall scores, timings and per-entity F1 of each best epoch."""
+    """Print runs side by side: summary scores, timings and per-label scores of each best epoch."""
     from nlpfw.run_report import compare_table, read_run
 
     Console().print(compare_table([read_run(d) for d in run_dirs]))

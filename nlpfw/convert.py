@@ -110,7 +110,7 @@ def write_corpus(path: Path, examples: Sequence[Example], form: str, registry: A
     options = {**options, "text_field": text_field} if form == "label-studio" else options
     content, dropped = registry.get("dataset", name).cls.write_file(examples, **options)
     io.write_text(path, content)
-    whole = [e for e in examples if e.spans is not None and e.text] if form.startswith("conll") else examples
+    whole = [e for e in examples if e.gold is not None and e.text] if form.startswith("conll") else examples
     return len(whole), dropped
 
 
@@ -124,7 +124,7 @@ def convert(source: Path, target: Path, source_format: str, target_format: str, 
     report = Reporter(on_error)
     examples = read_corpus(source, source_format, report, registry, text_field)
     result = Conversion(source_format, texts=len(examples), skipped=report.skipped)
-    result.labelled = sum(e.spans is not None for e in examples)
-    result.spans = sum(len(e.spans or ()) for e in examples)
+    result.labelled = sum(e.gold is not None for e in examples)
+    result.spans = sum(len(e.gold or ()) for e in examples)
     result.written, result.dropped = write_corpus(target, examples, target_format, registry, text_field)
     return result

@@ -1,22 +1,24 @@
 """Encoded corpora: a split's texts as flat arrays, cut into overlapping windows.
 
-A task encodes each text into per-character columns (1-D numpy arrays as long as the text:
-`input_ids`, `tags`, ...). They are concatenated into one flat array per column, so a corpus
-of millions of characters costs a few bytes per character, not a Python object each. A task
-may also give span tables (2-D [n, 3] arrays of (start, end, label id) rows: `spans`, the gold
-spans a span decoder learns from); they are kept flat too, with text-global offsets, and a
-window gets the rows that lie wholly inside it, shifted to window offsets. A gold span cut by
-a window's edge is left out of that window, as its tags are cut there; an overlap at least
-as long as the span holds it whole in the neighbouring window.
+A task encodes each text (`nlpfw.interfaces.Encoded`) into per-character columns (1-D numpy
+arrays as long as the text: `input_ids`, tag ids, ...), span tables ([n, 3] arrays of
+(start, end, label id) rows) and per-text values (a class id, a multi-hot row). Columns are
+concatenated into one flat array each, so a corpus of millions of characters costs a few bytes
+per character, not a Python object each; tables are kept flat too, with text-global offsets,
+and a window gets the rows that lie wholly inside it, shifted to window offsets (a row cut by a
+window's edge is left out of that window, as a tag column is cut there; an overlap at least as
+long as the row holds it whole in the neighbouring window); values are stacked, one row per
+text, and every window of a text gets its text's value.
 
 A text longer than the window is cut into windows of `window` characters that overlap by
 `stride` characters (the last window is aligned to the end of the text). Windows are views
-into the flat arrays; nothing is copied and nothing is cut off. Predictions are merged back
-onto the whole text: each character belongs to the window in which it is farthest from a
-cut edge (the boundary between two windows is the middle of their overlap), and a window's
-predicted entity is kept only if it starts in a part that window owns. An entity no longer
-than half the overlap therefore lies whole inside the window that keeps it: none is lost
-and none is counted twice.
+into the flat arrays; nothing is copied and nothing is cut off. Each character is owned by
+the window in which it is farthest from a cut edge (the boundary between two windows is the
+middle of their overlap); the task combines a text's windows into one prediction knowing
+what each owns (`Task.combine`): NER keeps a window's entity only if it starts in a part that
+window owns, so an entity no longer than half the overlap lies whole inside the window that
+keeps it, none is lost and none is counted twice; a classifier weighs each window's scores
+by the characters it owns.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from nlpfw.errors import NlpfwError
-from nlpfw.interfaces import Example, Span
+from nlpfw.interfaces import Encoded, Example, Task, Window
 
-DTYPES = {"input_ids": np.int32, "tags": np.int16}  # other columns are stored as int32
+DTYPES = {"input_ids": np.int32}  # other columns keep the dtype the task gives them
 
 
 def window_starts(length: int, window: int | None, stride: int) -> list[int]:
@@ -67,9 +69,9 @@ class Stats:
     """What encoding a split found, for the run's report."""
 
     examples: int = 0
-    labelled: int = 0  # non-empty texts with gold spans (possibly none)
-    spans: int = 0
-    dropped: int = 0  # gold spans the task could not hold (e.g. nested ones in flat BIO)
+    labelled: int = 0  # non-empty texts with a gold annotation
+    annotations: int = 0  # gold annotations (entities, classes, ...), as the task counts them
+    dropped: int = 0  # gold annotations the targets could not hold (e.g. nested spans in flat BIO)
     windowed: int = 0  # texts longer than one window
     windows: int = 0
     chars: int = 0
@@ -89,12 +91,13 @@ class EncodedSplit:
     stats: Stats = field(default_factory=Stats)
     tables: dict[str, np.ndarray] = field(default_factory=dict)  # int32 [rows, 3], text-global offsets
     table_starts: dict[str, np.ndarray] = field(default_factory=dict)  # int64 [texts + 1] per table
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # [texts, ...]: one row per text
     examples_loader: Callable[[], list[Example]] | None = None
     _examples: list[Example] | None = None
 
     @property
     def examples(self) -> list[Example]:
-        """The split's texts and gold spans (rebuilt on first use when read from the cache)."""
+        """The split's texts and gold annotations (rebuilt on first use when read from the cache)."""
         if self._examples is None:
             assert self.examples_loader is not None
             self._examples = self.examples_loader()
@@ -113,21 +116,31 @@ class EncodedSplit:
             rows = table[int(starts[text]) : int(starts[text + 1])]
             inside = rows[(rows[:, 0] >= begin) & (rows[:, 1] <= end)]
             item[name] = inside - np.asarray([begin, begin, 0], dtype=inside.dtype)
+        for name, values in self.values.items():
+            item[name] = values[text]
         return item
 
-    def merge(self, window_spans: Sequence[Sequence[Span]]) -> list[list[Span]]:
-        """Each text's entities from its windows' (window-relative) entities."""
-        merged: list[list[Span]] = [[] for _ in range(len(self.text_starts) - 1)]
+    def combine(self, task: Task, outputs: Sequence[np.ndarray], target: str, texts: Sequence[int] | None = None) -> list[Any]:
+        """Each text's prediction, combined by `task` from its windows' `outputs` (one per
+        window, in window order). With `texts`, only those texts' predictions are made (the
+        others are None)."""
+        combined: list[Any] = [None] * (len(self.text_starts) - 1)
+        wanted = None if texts is None else set(int(t) for t in texts)
+        examples = self.examples
         for text, rows in self._windows_by_text():
+            if wanted is not None and text not in wanted:
+                continue
             length = int(self.text_starts[text + 1] - self.text_starts[text])
             starts = [int(self.window_start[r]) for r in rows]
-            for row, start, (lo, hi) in zip(rows, starts, owned_ranges(starts, length, self.window)):
-                merged[text].extend(
-                    Span(s.start + start, s.end + start, s.label)
-                    for s in window_spans[row]
-                    if lo <= s.start + start < hi
-                )
-        return merged
+            windows = [
+                Window(start, int(self.window_length[row]), owned, outputs[row])
+                for row, start, owned in zip(rows, starts, owned_ranges(starts, length, self.window))
+            ]
+            combined[text] = task.combine(examples[text].text, windows, target)
+        for text, example in enumerate(examples):  # an empty text has no window
+            if not example.text and (wanted is None or text in wanted):
+                combined[text] = task.combine("", [], target)
+        return combined
 
     def _windows_by_text(self) -> Iterator[tuple[int, list[int]]]:
         row, total = 0, len(self.window_text)
@@ -140,7 +153,7 @@ class EncodedSplit:
 
 def encode_split(
     examples: list[Example],
-    encode: Callable[[Example], dict[str, Any]],
+    encode: Callable[[Example], Encoded],
     window: int | None,
     stride: int,
 ) -> EncodedSplit:
@@ -150,6 +163,7 @@ def encode_split(
     columns: dict[str, np.ndarray] = {}
     filled: dict[str, int] = {}  # texts written into each column (or table)
     tables: dict[str, list[np.ndarray]] = {}
+    values: dict[str, list[np.ndarray]] = {}
     table_counts: dict[str, np.ndarray] = {}  # rows of each table per text
     window_text: list[int] = []
     window_start: list[int] = []
@@ -157,23 +171,28 @@ def encode_split(
     stats = Stats(examples=len(examples), chars=int(text_starts[-1]))
     for index, example in enumerate(examples):
         feature = encode(example)
+        if not isinstance(feature, Encoded):
+            raise TypeError(f"Task.encode must return nlpfw.interfaces.Encoded, not {type(feature).__name__}")
         begin, end = int(text_starts[index]), int(text_starts[index + 1])
-        for name, values in feature.items():
-            if isinstance(values, np.ndarray) and values.ndim == 2:
-                _check_table(name, values, end - begin)
-                tables.setdefault(name, []).append(values.astype(np.int32) + np.asarray([begin, begin, 0], np.int32))
-                table_counts.setdefault(name, np.zeros(len(examples), dtype=np.int64))[index] = len(values)
-                filled[name] = filled.get(name, 0) + 1
-            elif isinstance(values, np.ndarray):
-                if len(values) != end - begin:
-                    raise ValueError(f"column {name!r} has {len(values)} values for {end - begin} characters")
-                if name not in columns:
-                    columns[name] = np.zeros(stats.chars, dtype=DTYPES.get(name, np.int32))
-                columns[name][begin:end] = values
-                filled[name] = filled.get(name, 0) + 1
-        stats.spans += len(example.spans or ())
-        stats.labelled += bool(end - begin) and example.spans is not None
-        stats.dropped += len(feature.get("dropped", ()))
+        for name, table in feature.tables.items():
+            _check_table(name, table, end - begin)
+            tables.setdefault(name, []).append(table.astype(np.int32) + np.asarray([begin, begin, 0], np.int32))
+            table_counts.setdefault(name, np.zeros(len(examples), dtype=np.int64))[index] = len(table)
+            filled[name] = filled.get(name, 0) + 1
+        for name, column in feature.columns.items():
+            column = np.asarray(column)
+            if column.ndim != 1 or len(column) != end - begin:
+                raise ValueError(f"column {name!r} has shape {column.shape} for {end - begin} characters")
+            if name not in columns:
+                columns[name] = np.zeros(stats.chars, dtype=DTYPES.get(name, column.dtype))
+            columns[name][begin:end] = column
+            filled[name] = filled.get(name, 0) + 1
+        for name, value in feature.values.items():
+            values.setdefault(name, []).append(np.asarray(value))
+            filled[name] = filled.get(name, 0) + 1
+        stats.annotations += feature.annotations
+        stats.labelled += bool(end - begin) and example.gold is not None
+        stats.dropped += feature.dropped
         if end == begin:
             continue  # an empty text has no window and no entity
         starts = window_starts(end - begin, window, stride)
@@ -197,9 +216,18 @@ def encode_split(
         stats=stats,
         tables={name: np.concatenate(parts).reshape(-1, 3) for name, parts in tables.items()},
         table_starts={name: np.concatenate([[0], np.cumsum(counts)]) for name, counts in table_counts.items()},
+        values={name: _stack(name, rows) for name, rows in values.items()},
     )
     split._examples = examples
     return split
+
+
+def _stack(name: str, rows: list[np.ndarray]) -> np.ndarray:
+    """Per-text values as one array [texts, ...]; every text's value must have one shape."""
+    shapes = {row.shape for row in rows}
+    if len(shapes) > 1:
+        raise ValueError(f"value {name!r} has several shapes across texts: {sorted(shapes)}")
+    return np.stack(rows)
 
 
 def _check_table(name: str, values: np.ndarray, length: int) -> None:

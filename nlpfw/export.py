@@ -1,9 +1,12 @@
-"""Export a model folder to ONNX: encoder and decoder in one graph, texts in, tag ids out.
+"""Export a model folder to ONNX: encoder and decoder in one graph, ids in, the decoder's output out.
 
 The graph takes `input_ids` [batch, chars] int64 (the encoder's `char_ids`, zero-padded) and
-`mask` [batch, chars] bool, and returns `tags` [batch, chars] int64 (0 outside the mask); batch
-and chars are dynamic. Beside `OUT` a sidecar `OUT.json` holds the labels, the entity types and
-the window/stride, so tags can be read back into spans without nlpfw.
+`mask` [batch, chars] bool, and returns what the decoder's `decode` returns, named by its
+`output_name`: `tags` [batch, chars] int64 (0 outside the mask) for a tag decoder, `scores`
+[batch, classes] float for a classifier; batch and chars are dynamic. Beside `OUT` a sidecar
+`OUT.json` holds the task, the decoder's target and its label names, and the window/stride, so
+outputs can be read back without nlpfw. Decoders whose output size depends on the data (span
+decoders: `Decoder.exportable` false) are refused with a message.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import importlib
 import logging
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,8 +31,8 @@ from nlpfw.registry import Registry
 REQUIRED = ("onnx", "onnxscript", "onnxruntime")
 
 
-class Tagger(nn.Module):
-    """The exported graph: (input_ids, mask) to tag ids."""
+class Exported(nn.Module):
+    """The exported graph: (input_ids, mask) to the decoder's output."""
 
     def __init__(self, loaded: LoadedModel):
         super().__init__()
@@ -50,16 +53,17 @@ def _require_onnx() -> None:
 
 def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
     """Write the model folder `model_dir` as the ONNX graph `out` (atomically) and its sidecar
-    `OUT.json` (labels, entity types, window and stride); return `out`. Before the graph is
-    kept, onnxruntime runs it on a check batch and must give the model's own tags."""
+    `OUT.json` (the task, the target's label names, window and stride); return `out`. Before the graph is
+    kept, onnxruntime runs it on a check batch and must give the model's own outputs."""
     loaded = load_model(model_dir, registry)  # raises NlpfwError for a folder that holds no model
-    if loaded.model.decoder.target != "tags":
+    decoder = loaded.model.decoder
+    if not decoder.exportable:
         raise NlpfwError(
-            f"{model_dir}: ONNX export covers tag decoders; {loaded.recipe.decoder.type} predicts "
-            f"{loaded.model.decoder.target}"
+            f"{model_dir}: {loaded.recipe.decoder.type} cannot be exported to ONNX: its output "
+            f"({decoder.output_name}) has a size that depends on the data"
         )
     _require_onnx()
-    tagger = Tagger(loaded).eval().requires_grad_(False)  # no autograd: torch.scan exports only then
+    tagger = Exported(loaded).eval().requires_grad_(False)  # no autograd: torch.scan exports only then
     max_chars = loaded.model.encoder.max_chars
     batch = torch.export.Dim("batch")
     chars = torch.export.Dim("chars", max=max_chars) if max_chars else torch.export.Dim("chars")
@@ -74,7 +78,7 @@ def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
                 tagger,
                 (sample["input_ids"], sample["mask"]),
                 input_names=["input_ids", "mask"],
-                output_names=["tags"],
+                output_names=[decoder.output_name],
                 dynamic_shapes={"input_ids": {0: batch, 1: chars}, "mask": {0: batch, 1: chars}},
                 dynamo=True,
                 verbose=False,
@@ -91,10 +95,11 @@ def export_onnx(model_dir: Path, out: Path, registry: Registry) -> Path:
     io.write_json(out.with_name(out.name + ".json"), {
         "nlpfw_version": nlpfw.__version__,
         "inputs": {"input_ids": "[batch, chars] int64", "mask": "[batch, chars] bool"},
-        "outputs": {"tags": "[batch, chars] int64, 0 outside the mask"},
-        "labels": loaded.task.labels,
-        "entity_types": loaded.task.entity_types,
-        "scoring": getattr(loaded.task.config, "scoring", "strict"),
+        "output": decoder.output_name,
+        "target": decoder.target,
+        "labels": decoder.labels,
+        "task_labels": loaded.task.labels,
+        "task_config": loaded.recipe.task.config.model_dump(mode="json"),
         "window": window,
         "stride": stride,
         "max_chars": max_chars,
@@ -112,29 +117,33 @@ def _sample(loaded: LoadedModel, lengths: list[int]) -> dict[str, torch.Tensor]:
     return loaded.task.collate([{"input_ids": loaded.model.encoder.char_ids(text[: min(n, limit)])} for n in lengths])
 
 
-def _save_checked(program: Any, path: Path, tagger: Tagger, loaded: LoadedModel) -> None:
+def _save_checked(program: Any, path: Path, tagger: Exported, loaded: LoadedModel) -> None:
     """Save the graph (weights inside, one file) and check that onnxruntime runs it on a batch
-    of another size than the export's, with the model's own tags."""
+    of another size than the export's, with the model's own outputs (tags equal; scores to
+    float tolerance)."""
     import onnxruntime
 
     program.save(str(path), external_data=False)
     batch = _sample(loaded, [7, 2, 6])
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (tags,) = session.run(None, {"input_ids": batch["input_ids"].numpy(), "mask": batch["mask"].numpy()})
+    (got,) = session.run(None, {"input_ids": batch["input_ids"].numpy(), "mask": batch["mask"].numpy()})
     with torch.no_grad():
         expected = tagger(batch["input_ids"], batch["mask"]).numpy()
-    if tags.shape != expected.shape or not (tags == expected).all():
-        raise NlpfwError("the exported ONNX graph gives other tags than the model on a check batch")
+    same = got.shape == expected.shape and (
+        np.allclose(got, expected, rtol=1e-4, atol=1e-5) if expected.dtype.kind == "f" else (got == expected).all()
+    )
+    if not same:
+        raise NlpfwError(f"the exported ONNX graph gives other {tagger.decoder.output_name} than the model on a check batch")
 
 
-class OnnxTagger:
-    """An exported graph run by onnxruntime, in the place of a `TaggingModel`: with the model
-    folder's tokenizer and task, `nlpfw.model.predict_spans(OnnxTagger(path), ...)` batches,
-    windows and merges exactly as the PyTorch model does."""
+class OnnxModel:
+    """An exported graph run by onnxruntime, in the place of a `nlpfw.model.Model`: with the
+    model folder's tokenizer, task and decoder (for its target and `unbatch`),
+    `nlpfw.model.predict_split(OnnxModel(path, loaded.model.decoder), ...)` batches, windows and
+    combines exactly as the PyTorch model does."""
 
-    decoder = SimpleNamespace(target="tags")  # what `infer` reads of a decoder: the graph gives tag ids
-
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, decoder: Any, threads: int | None = None):
+        self.decoder = decoder  # what `infer` reads of a decoder: its target and `unbatch`
         _require_onnx()
         import onnxruntime
 
@@ -143,11 +152,11 @@ class OnnxTagger:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def eval(self) -> OnnxTagger:
+    def eval(self) -> OnnxModel:
         return self
 
     def predict(self, batch: dict[str, torch.Tensor]) -> tuple[None, torch.Tensor]:
-        (tags,) = self.session.run(
+        (output,) = self.session.run(
             None, {"input_ids": batch["input_ids"].cpu().numpy(), "mask": batch["mask"].cpu().numpy()}
         )
-        return None, torch.from_numpy(tags)
+        return None, torch.from_numpy(output)

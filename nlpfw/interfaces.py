@@ -8,15 +8,14 @@ Shapes are character-aligned: an encoder turns a text into exactly one input id 
 character and returns one hidden vector per character, so every offset a task reports
 indexes the original text, whatever the text holds.
 
-Decoders come in two kinds, equals to the core, named by `Decoder.target`:
-
-- `"tags"`: one tag id per character (CRF, softmax). The loss reads the batch's `tags`
-  column [batch, chars]; `decode` returns tag ids [batch, chars]; the task reads them back
-  into spans with `Task.spans`.
-- `"spans"`: whole spans scored at once (GlobalPointer, span heads). The loss reads the
-  batch's `spans` table [k, 4] of (row, start, end, label id) rows; `decode` returns a table
-  of the same form; `Task.output_spans` names their labels. Such a decoder sees every gold
-  span, nested ones included.
+The core knows no task's vocabulary. A **task** says what a gold annotation is (entity
+spans, a class, several classes, a number, ...), turns an example into model inputs and
+targets, turns a decoder's outputs for the windows of a text back into one prediction,
+scores predictions (its main score and the details its report shows), and writes the JSON
+record of a prediction. A **decoder** learns from one of the targets the task provides
+(`Decoder.targets`, matched against `Task.targets()`), over that target's label set, which it
+receives at construction. The core windows, caches, batches, trains, evaluates, predicts,
+reports and exports through these contracts alone.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ class Config(BaseModel):
 
 @dataclass(frozen=True, order=True, slots=True)
 class Span:
-    """An entity: `text[start:end]` (end exclusive) of type `label`."""
+    """A labelled character range, `text[start:end]` (end exclusive): an entity, for example."""
 
     start: int
     end: int
@@ -54,31 +53,33 @@ class Span:
 
 @dataclass(slots=True)
 class Example:
-    """One text with its gold spans (`None` when the split carries no labels)."""
+    """One text and its gold annotation, in the form its task defines (a list of `Span`s for
+    NER, a list of class names for classification, ...); `None` when the text is unlabelled."""
 
     text: str
-    spans: list[Span] | None = None
+    gold: Any = None
     id: Any = None
 
 
 @dataclass
 class Reference:
-    """Published results a report shows beside ours (F1 values as fractions, 0-1).
+    """Published results a report shows beside ours (scores as fractions, 0-1).
 
     `speed` rows map a device name to its four timings in seconds (`speed_setup` says what
-    model and batch they timed); `model` rows map a system to precision/recall/f1/loss;
-    `entities` maps a column (a published system) to per-entity F1 and `overall`.
+    model and batch they timed); `model` rows map a system to its summary scores (the keys of
+    `Evaluation.summary`, and `loss`); `per_label` maps a column (a published system) to its
+    per-label score (the task's `Evaluation.per_label_metric`) and `overall`.
     """
 
     source: str
     speed_setup: str = ""
     speed: dict[str, dict[str, float]] = field(default_factory=dict)
     model: dict[str, dict[str, float]] = field(default_factory=dict)
-    entities: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_label: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class Dataset:
-    """A corpus: named splits of `Example`s and the entity types they use."""
+    """A corpus: named splits of `Example`s and the label inventory their gold annotations use."""
 
     config_model: ClassVar[type[Config]] = Config
 
@@ -95,13 +96,20 @@ class Dataset:
         """Read one split; raise `DataError` naming the file and line on bad input."""
         raise NotImplementedError
 
-    def entity_types(self) -> list[str]:
-        """Entity types in a fixed order, so that label maps are stable across runs."""
+    def labels(self) -> list[str]:
+        """The label inventory of the gold annotations (entity types, classes, ...) in a fixed
+        order, so that label maps are stable across runs; the task is built with it."""
         raise NotImplementedError
 
     def reference(self) -> Reference | None:
         """Published results to show beside ours, or None."""
         return None
+
+    def submission(self, examples: Sequence[Example], records: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
+        """A leaderboard file for predictions on one of this corpus's splits: (default file
+        name, its lines). `records` are the task's prediction records, one per example. The
+        default: this corpus has no submission format (`nlpfw predict --submission` says so)."""
+        raise NotImplementedError
 
     def files(self, split: str) -> list[Path] | None:
         """The files `load(split)` reads. Their contents key the tokenised-corpus cache;
@@ -182,87 +190,210 @@ class DecoderConfig(Config):
     dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout before the classifier")
 
 
-TARGETS = ("tags", "spans")
-
-
 class Decoder(nn.Module):
-    """Hidden vectors to predictions (tags or spans, see `target`), with the training loss.
+    """Hidden vectors to predictions, with the training loss.
 
-    `num_tags` is the size of the label set of the decoder's target
-    (`Task.target_labels(target)`): the task's tag names for a tag decoder, its entity types
-    for a span decoder.
+    A decoder learns from one target of the task: `targets` names those it can learn from, in
+    the order it prefers them, and the core picks the first the task provides (`Task.targets()`).
+    Target names are the task's and the decoder's agreement, never the core's: the NER task
+    gives `tags` (one tag id per character) and `spans` (a span table), the classification task
+    `class` (one class id per text) or `classes` (a multi-hot row per text).
+
+    The decoder is built with the target it learns from and that target's label names, in id
+    order (`Task.target_labels`): tag names for a tag decoder (so a CRF can read the tag scheme
+    and constrain its transitions), entity types for a span decoder, class names for a
+    classifier. `num_labels` is their count.
     """
 
     config_model: ClassVar[type[Config]] = DecoderConfig
-    target: ClassVar[str] = "tags"  # "tags" or "spans": what the loss learns from and decode returns
+    targets: ClassVar[tuple[str, ...]] = ()  # every decoder names the targets it learns from
+    output_name: ClassVar[str] = "output"  # what `decode` returns, as the ONNX graph names its output
+    exportable: ClassVar[bool] = True  # False: `decode` cannot be traced to ONNX (data-dependent shapes)
 
-    def __init__(self, config: Config, input_dim: int, num_tags: int):
+    def __init__(self, config: Config, input_dim: int, labels: Sequence[str], target: str):
         super().__init__()
         self.config = config
         self.input_dim = input_dim
-        self.num_tags = num_tags
+        self.labels = list(labels)
+        self.num_labels = len(self.labels)
+        self.target = target
 
-    def loss(self, hidden: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Scalar training loss; `mask`: [batch, chars] bool.
-
-        `tags` is the batch's column named by `target`: tag ids [batch, chars] for a tag
-        decoder; for a span decoder the gold spans as a [k, 4] long tensor of
-        (row, start, end, label id) rows, `end` exclusive and window-relative."""
+    def loss(self, hidden: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss; `hidden` [batch, chars, input_dim], `mask` [batch, chars] bool;
+        `gold` is the batch's column named by `self.target`, in the form the task collates it
+        (tag ids [batch, chars]; a [k, 4] span table; class ids [batch]; ...)."""
         raise NotImplementedError
 
     def decode(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Predictions: for a tag decoder the best tag ids [batch, chars], 0 outside `mask`;
-        for a span decoder a [k, 4] long tensor of (row, start, end, label id) rows, `end`
-        exclusive, inside the mask."""
+        """The batch's predictions as one tensor (tag ids [batch, chars] with 0 outside `mask`;
+        a [k, 4] table of (row, start, end, label id) rows; class scores [batch, labels]; ...)."""
         raise NotImplementedError
+
+    def unbatch(self, output: torch.Tensor, lengths: Sequence[int]) -> list[np.ndarray]:
+        """`decode`'s output cut into one array per window of the batch (`lengths`: each
+        window's characters). The default reads [batch, chars, ...] outputs: row i cut to its
+        length. Decoders whose output has another form override it."""
+        output = output.cpu().numpy()
+        return [output[i, :length] for i, length in enumerate(lengths)]
+
+
+def split_rows(table: torch.Tensor, batch: int) -> list[np.ndarray]:
+    """A [k, 1 + n] table whose first column is the row in the batch (the form span decoders
+    decode to) cut into one [rows, n] array per window: `Decoder.unbatch` for such decoders."""
+    rows = table.cpu().numpy()
+    rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    cuts = np.searchsorted(rows[:, 0], np.arange(batch + 1))
+    return [rows[cuts[i] : cuts[i + 1], 1:] for i in range(batch)]
+
+
+@dataclass
+class Encoded:
+    """What a task makes of one whole text for the core to window, batch and cache.
+
+    - `columns`: per-character 1-D arrays as long as the text (`input_ids` is required; tag
+      ids, ...). A window gets its slice.
+    - `tables`: [n, 3] integer arrays of (start, end, label id) rows, text offsets, end
+      exclusive. A window gets the rows that lie wholly inside it, shifted to window offsets.
+    - `values`: per-text arrays (a class id, a multi-hot row, a number): every window of the
+      text gets the same value. Each key has one shape and dtype across the texts.
+    - `annotations`: how many gold annotations the example has (for the run's data summary);
+      `dropped`: how many of them the targets could not hold (e.g. nested spans in flat tags).
+
+    Nothing is ever truncated: long texts are windowed by the core.
+    """
+
+    columns: dict[str, np.ndarray]
+    tables: dict[str, np.ndarray] = field(default_factory=dict)
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    annotations: int = 0
+    dropped: int = 0
+
+    def as_window(self) -> dict[str, np.ndarray]:
+        """The whole text as one window, in the form `Task.collate` takes."""
+        return {**self.columns, **self.tables, **self.values}
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of a text and the decoder's output for it (`Decoder.unbatch`'s array):
+    it covers `text[start:start + length]` and owns `text[owned[0]:owned[1]]` (text offsets):
+    each character is owned by exactly one window, the one in which it is farthest from a cut
+    edge. A task combines a text's windows into one prediction, e.g. keeping the entities that
+    start in owned characters, or averaging class scores weighted by the owned length."""
+
+    start: int
+    length: int
+    owned: tuple[int, int]
+    output: np.ndarray
+
+
+@dataclass
+class Evaluation:
+    """A task's scores of one split.
+
+    `summary` holds the headline figures in display order (NER: precision, recall, f1; a
+    classifier: accuracy, macro_f1, micro_f1); `main` names the one the trainer keeps the best
+    model and applies patience by (`higher_is_better` says which way is better). `per_label`
+    maps each label (and "overall") to its figures, of which `per_label_metric` is the one
+    tables and plots show, with `support`. `details` is anything else the task records (NER:
+    its tp/fp/fn counts); `note` says how the scores were computed (a report caption);
+    `label_kind` names the labels in titles ("entity", "class").
+    """
+
+    main: str
+    summary: dict[str, float]
+    per_label: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_label_metric: str = "f1"
+    higher_is_better: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    label_kind: str = "label"
+
+    @property
+    def value(self) -> float:
+        return self.summary[self.main]
+
+    def to_record(self) -> dict[str, Any]:
+        """The evaluation's fields of a metrics.jsonl record."""
+        return {
+            "main": {"name": self.main, "value": self.value, "higher_is_better": self.higher_is_better},
+            "summary": self.summary,
+            "per_label": self.per_label,
+            "per_label_metric": self.per_label_metric,
+            "label_kind": self.label_kind,
+            "metric": self.note,
+            "scores": self.details,
+        }
 
 
 class Task:
-    """Turns examples into model inputs and predictions back into spans, and scores them."""
+    """What a kind of annotation is, and how it is learned, predicted, scored and written.
+
+    A task is built with its config and the label inventory the dataset reads
+    (`Dataset.labels()`, kept in the model folder's labels.json)."""
 
     config_model: ClassVar[type[Config]] = Config
-    targets: ClassVar[tuple[str, ...]] = ("tags",)  # the decoder targets `encode` provides
+    label_kind: ClassVar[str] = "label"  # what its labels are called in reports: "entity", "class"
 
-    def __init__(self, config: Config, entity_types: Sequence[str]):
+    def __init__(self, config: Config, labels: Sequence[str]):
         self.config = config
-        self.entity_types = list(entity_types)
+        self.labels = list(labels)
 
-    @property
-    def labels(self) -> list[str]:
-        """Tag names; a tag id is its index here."""
+    def targets(self) -> tuple[str, ...]:
+        """The targets `encode` provides for decoders to learn from (see `Decoder.targets`)."""
         raise NotImplementedError
 
     def target_labels(self, target: str) -> list[str]:
-        """The label set a decoder of `target` predicts over: tag names or entity types."""
-        return self.labels if target == "tags" else list(self.entity_types)
-
-    def encode(self, example: Example, encoder: Encoder) -> dict[str, Any]:
-        """One whole text's features; the core cuts them into windows and batches them.
-
-        Every 1-D numpy array in the result is a per-character column as long as the text
-        (`input_ids` is required; `tags` when the example has gold spans) and is windowed.
-        Every 2-D integer array of shape [n, 3] is a span table of (start, end, label id) rows
-        (`spans`, the gold spans for span decoders): a window gets the rows that lie wholly
-        inside it, shifted to window offsets. Other values are read only by the run's report
-        (`dropped`: gold spans the tags could not hold). Never truncate: long texts are
-        windowed by the core.
-        """
+        """The label names of `target`'s ids, in id order (a decoder predicts over them)."""
         raise NotImplementedError
 
-    def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Pad a list of windows into a batch of tensors: per-character columns become
-        [batch, chars] (with a bool `mask`); a span table becomes [k, 4] (row, start, end,
-        label id)."""
+    def encode(self, example: Example, encoder: Encoder) -> Encoded:
+        """One whole text's inputs (and, when `example.gold` is not None, its targets)."""
         raise NotImplementedError
 
-    def spans(self, text: str, tag_ids: Sequence[int]) -> list[Span]:
-        """Spans of one text (or window) from its predicted tag ids (one per character)."""
+    def collate(self, windows: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+        """Pad a list of windows (each a dict of its columns, tables and values) into a batch
+        of tensors: at least `input_ids` [batch, chars] and a bool `mask` [batch, chars], and
+        each target in the form its decoders read."""
         raise NotImplementedError
 
-    def output_spans(self, text: str, output: np.ndarray, target: str) -> list[Span]:
-        """Spans of one text (or window) from a decoder's output for it: tag ids [chars]
-        for `"tags"` (read by `spans`), or (start, end, label id) rows [n, 3] for `"spans"`."""
-        if target == "tags":
-            return self.spans(text, output.tolist())
-        labels = self.target_labels(target)
-        return sorted(Span(int(s), int(e), labels[int(k)]) for s, e, k in output)
+    def combine(self, text: str, windows: Sequence[Window], target: str) -> Any:
+        """The prediction for a whole text from its windows' outputs (a decoder of `target`
+        made them); the windows are in text order and together own every character."""
+        raise NotImplementedError
+
+    def score(self, gold: Sequence[Any], predicted: Sequence[Any]) -> Evaluation:
+        """Scores of predictions against gold annotations, one of each per text."""
+        raise NotImplementedError
+
+    def output(self, text: str, prediction: Any) -> dict[str, Any]:
+        """The JSON-ready fields of a prediction record (NER: `{"entities": [...]}`)."""
+        raise NotImplementedError
+
+    def gold_to_json(self, gold: Any) -> Any:
+        """A gold annotation as JSON (for the corpus cache); the default takes it as it is."""
+        return gold
+
+    def gold_from_json(self, data: Any) -> Any:
+        """The inverse of `gold_to_json`."""
+        return data
+
+    def annotation_count(self, gold: Any) -> int:
+        """How many annotations a gold value holds, for the data summary (default: its length)."""
+        return len(gold) if isinstance(gold, (list, tuple)) else 1
+
+    def file_dataset(self, path: Path, dataset_type: str, dataset_config: Config) -> tuple[str, dict[str, Any]]:
+        """How to read a user's labelled file for `nlpfw evaluate --data PATH`: a dataset name
+        and its recipe section (without `type`). `dataset_type`/`dataset_config` are those of
+        the model's own recipe. The default: the model's dataset, if it reads a file per split
+        (`path`, `dev` options), pointed at the file."""
+        options = dataset_config.model_dump()
+        if "path" not in options or "dev" not in options:
+            raise DataError(f"--data: {dataset_type} does not read single files; this task names no other reader")
+        options.update(path=str(path.parent.absolute()), train=path.name, dev=path.name)
+        return dataset_type, options
+
+    def notes(self, stats: dict[str, Any], target: str) -> list[str]:
+        """Lines the runner prints about the encoded corpus (`stats`: split name to its
+        `nlpfw.corpus.Stats`), e.g. what the targets could not hold. Default: none."""
+        return []

@@ -4,7 +4,7 @@ A model folder holds everything needed to predict without the training data:
 
     model.safetensors   all weights (encoder and decoder)
     encoder/            what the encoder needs to rebuild itself (tokenizer, architecture)
-    labels.json         entity types and tag names, in id order
+    labels.json         the task's label inventory, and the decoder's target and its label names
     recipe.toml         the resolved recipe it was trained with
 """
 
@@ -28,19 +28,18 @@ from nlpfw.corpus import EncodedSplit, encode_split, window_settings
 from nlpfw.device import autocast, synchronize
 from nlpfw.distributed import SINGLE, Context
 from nlpfw.errors import NlpfwError
-from nlpfw.interfaces import TARGETS, Decoder, Encoder, Example, Span, Task
-from nlpfw.metrics import score_spans
+from nlpfw.interfaces import Decoder, Encoder, Evaluation, Example, Task
 from nlpfw.recipe import Recipe, load_recipe
 from nlpfw.registry import Registry
 
 WEIGHTS = "model.safetensors"
 
 
-class TaggingModel(nn.Module):
+class Model(nn.Module):
     """An encoder and a decoder trained together.
 
-    The decoder's loss reads the batch's column named by its `target` (`tags` or `spans`),
-    so tag decoders and span decoders train through the same loop."""
+    The decoder's loss reads the batch's column named by its `target`, so every task and
+    decoder trains through the same loop."""
 
     def __init__(self, encoder: Encoder, decoder: Decoder):
         super().__init__()
@@ -78,107 +77,104 @@ class TaggingModel(nn.Module):
 
 @torch.no_grad()
 def infer(
-    model: TaggingModel,
+    model: Model,
     task: Task,
     windows: Sequence[dict[str, Any]],
     batch_size: int,
     device: torch.device,
     amp: torch.dtype | None = None,
     rows: np.ndarray | None = None,
-) -> tuple[list[np.ndarray], float | None, int]:
-    """The decoder's output for every window (in order), the mean loss per window over the
-    batches with gold targets (the same however the windows are batched), and the batch count.
-    Outputs are tag ids [chars] from a tag decoder, or (start, end, label id) rows [n, 3] from a
-    span decoder.
+) -> tuple[list[np.ndarray | None], float | None, int]:
+    """The decoder's output for every window (in order, cut by `Decoder.unbatch`), the mean
+    loss per window over the batches with gold targets (the same however the windows are
+    batched), and the batch count.
 
     Windows are batched by length (longest first), so a batch pads only to its own longest.
-    With `rows`, only those windows are tagged; the others get no tags.
+    With `rows`, only those windows are run; the others' outputs are None.
     """
     model.eval()
-    spans = model.decoder.target == "spans"
     lengths = np.asarray([len(w["input_ids"]) for w in windows])
     order = np.argsort(-lengths, kind="stable")
     if rows is not None:
         order = order[np.isin(order, rows)]
-    empty = np.zeros((0, 3) if spans else 0, dtype=np.int64)
-    outputs: list[np.ndarray] = [empty] * len(windows)
+    outputs: list[np.ndarray | None] = [None] * len(windows)
     losses, counted = [], 0
     batches = 0
     for begin in range(0, len(order), batch_size):
-        rows = order[begin : begin + batch_size].tolist()
-        batch = {k: v.to(device) for k, v in task.collate([windows[i] for i in rows]).items()}
+        chosen = order[begin : begin + batch_size].tolist()
+        batch = {k: v.to(device) for k, v in task.collate([windows[i] for i in chosen]).items()}
         with autocast(device, amp):
             loss, best = model.predict(batch)
         if loss is not None:  # a batch's mean over its windows
-            losses.append(loss.detach().float() * len(rows))
-            counted += len(rows)
-        best = best.cpu().numpy()
-        if spans:
-            best = best[np.argsort(best[:, 0], kind="stable")]
-            cuts = np.searchsorted(best[:, 0], np.arange(len(rows) + 1))
-            for j, i in enumerate(rows):
-                outputs[i] = best[cuts[j] : cuts[j + 1], 1:]
-        else:
-            for j, i in enumerate(rows):
-                outputs[i] = best[j, : lengths[i]]
+            losses.append(loss.detach().float() * len(chosen))
+            counted += len(chosen)
+        for i, output in zip(chosen, model.decoder.unbatch(best, lengths[chosen].tolist())):
+            outputs[i] = output
         batches += 1
     mean_loss = torch.stack(losses).sum().item() / counted if losses else None
     return outputs, mean_loss, batches
 
 
-def predict_spans(
-    model: TaggingModel,
+def predict_split(
+    model: Model,
     task: Task,
     split: EncodedSplit,
     batch_size: int,
     device: torch.device,
     amp: torch.dtype | None = None,
     context: Context = SINGLE,
-) -> tuple[list[list[Span]], float | None, int]:
-    """Entities of every text of `split` (windows merged), the mean loss, and the batch count.
+) -> tuple[list[Any], float | None, int]:
+    """The task's prediction for every text of `split` (its windows combined), the mean loss,
+    and the batch count.
 
-    In a distributed run each rank tags the texts `rank, rank + world, ...` and every rank
-    gets all texts' entities back: the same result as one process, in a `world`th of the time."""
+    In a distributed run each rank predicts the texts `rank, rank + world, ...` and every rank
+    gets all texts' predictions back: the same result as one process, in a `world`th of the time."""
     mine = np.flatnonzero(split.window_text % context.world == context.rank) if context.active else None
     outputs, loss, batches = infer(model, task, split, batch_size, device, amp, mine)
-    examples = split.examples
-    target = model.decoder.target
-    window_spans = []
-    for row, output in enumerate(outputs):
-        start = int(split.window_start[row])
-        text = examples[split.window_text[row]].text[start : start + int(split.window_length[row])]
-        window_spans.append(task.output_spans(text, output, target))
-    merged = split.merge(window_spans)
+    texts = range(context.rank, len(split.text_starts) - 1, context.world) if context.active else None
+    predictions = split.combine(task, outputs, model.decoder.target, texts)
     if context.active:
-        parts = context.gather((merged[context.rank :: context.world], loss, len(mine), batches))
-        for rank, (spans, *_) in enumerate(parts):
-            merged[rank :: context.world] = spans
+        parts = context.gather((predictions[context.rank :: context.world], loss, len(mine), batches))
+        for rank, (part, *_) in enumerate(parts):
+            predictions[rank :: context.world] = part
         batches = sum(n for *_, n in parts)
         counted = [(mean, windows) for _, mean, windows, _ in parts if mean is not None]
         loss = sum(mean * n for mean, n in counted) / sum(n for _, n in counted) if counted else None
-    return merged, loss, batches
+    return predictions, loss, batches
+
+
+def choose_target(section: Any, task: Task) -> str:
+    """The target the recipe's decoder learns from: the first of its `targets` the task gives;
+    an error naming both sides when none is."""
+    cls = section.component.cls
+    wanted = tuple(getattr(cls, "targets", ()))
+    given = task.targets()
+    for target in wanted:
+        if target in given:
+            return target
+    raise NlpfwError(
+        f"decoder.type: {section.type} learns from {' or '.join(wanted) or 'no target'}, which task "
+        f"{type(task).__name__} does not give (it gives {', '.join(given) or 'none'})"
+    )
 
 
 def build_decoder(section: Any, encoder: Encoder, task: Task) -> Decoder:
     """The recipe's decoder (`section`: its validated recipe section) for `encoder` and `task`,
-    over the label set of the decoder's target; an error if the task cannot give that target."""
-    cls = section.component.cls
-    target = getattr(cls, "target", "tags")
-    if target not in TARGETS:
-        raise NlpfwError(f"decoder.type: {section.type} has target {target!r}; a decoder's target is one of {', '.join(TARGETS)}")
-    if target not in task.targets:
-        raise NlpfwError(
-            f"decoder.type: {section.type} learns from {target}, which task {type(task).__name__} "
-            f"does not give (it gives {', '.join(task.targets)})"
-        )
-    return cls(section.config, encoder.output_dim, len(task.target_labels(target)))
+    built with its target and that target's label names; an error if the task cannot give a
+    target the decoder learns from, or the decoder refuses the labels."""
+    target = choose_target(section, task)
+    try:
+        return section.component.cls(section.config, encoder.output_dim, task.target_labels(target), target)
+    except ValueError as error:
+        raise NlpfwError(f"decoder: {section.type}: {error}") from None
 
 
-def save_model(directory: Path, model: TaggingModel, task: Task, recipe: Recipe) -> None:
+def save_model(directory: Path, model: Model, task: Task, recipe: Recipe) -> None:
     """Write the model folder; every file is replaced atomically."""
     directory.mkdir(parents=True, exist_ok=True)
     model.encoder.save(directory / "encoder")
-    io.write_json(directory / "labels.json", {"entity_types": task.entity_types, "labels": task.labels})
+    target = model.decoder.target
+    io.write_json(directory / "labels.json", {"labels": task.labels, "target": target, "target_labels": model.decoder.labels})
     io.write_text(directory / "recipe.toml", recipe.to_toml())
     io.atomic_write(directory / WEIGHTS, lambda tmp: safetensors.torch.save_model(model, str(tmp)))
 
@@ -189,7 +185,7 @@ class LoadedModel:
 
     recipe: Recipe
     task: Task
-    model: TaggingModel
+    model: Model
     device: torch.device
     directory: Path | None = None
 
@@ -200,20 +196,22 @@ class LoadedModel:
         )
         return encode_split(examples, partial(self.task.encode, encoder=self.model.encoder), window, stride)
 
-    def predict_spans(self, texts: Sequence[str], batch_size: int = 64) -> list[list[Span]]:
-        """Entities of each text as `Span`s, in input order; offsets index the text exactly.
+    def predictions(self, texts: Sequence[str], batch_size: int = 64) -> list[Any]:
+        """The task's prediction for each text, in input order (NER: a list of `Span`s whose
+        offsets index the text exactly; a classifier: its classes and scores).
 
         Texts are batched by length and texts longer than the encoder's window are windowed,
         as in training."""
-        spans, _, _ = predict_spans(self.model, self.task, self.encode([Example(t) for t in texts]), batch_size, self.device)
-        return spans
-
-    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[list[dict[str, Any]]]:
-        """Entities of each text, in input order: `{"type", "text", "start", "end"}` records
-        whose `start`/`end` are character offsets into the text (`text[start:end]`)."""
         if isinstance(texts, str):
             raise TypeError("predict takes a list of texts; wrap a single text in a list")
-        return [entity_records(t, s) for t, s in zip(texts, self.predict_spans(texts, batch_size))]
+        predicted, _, _ = predict_split(self.model, self.task, self.encode([Example(t) for t in texts]), batch_size, self.device)
+        return predicted
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64) -> list[dict[str, Any]]:
+        """A JSON-ready record for each text, in input order: `{"text", ...}` with the task's
+        fields (NER: `"entities"`, `{"type", "text", "start", "end"}` each, whose `start`/`end`
+        are character offsets into the text; a classifier: `"label"` and `"scores"`)."""
+        return [{"text": t, **self.task.output(t, p)} for t, p in zip(texts, self.predictions(texts, batch_size))]
 
     def evaluate(self, examples: list[Example], batch_size: int = 64) -> dict[str, Any]:
         """Scores on labelled examples, as a run's evaluation record (scores, loss, timings)."""
@@ -221,7 +219,7 @@ class LoadedModel:
 
 
 def evaluate_split(
-    model: TaggingModel,
+    model: Model,
     task: Task,
     split: EncodedSplit,
     batch_size: int,
@@ -229,24 +227,31 @@ def evaluate_split(
     amp: torch.dtype | None = None,
     context: Context = SINGLE,
 ) -> dict[str, Any]:
-    """Loss, exact-span scores on the whole texts, and valid timings of one labelled split."""
+    """Loss, the task's scores on the whole texts, and valid timings of one labelled split
+    (the texts without a gold annotation are left out of the scores)."""
     synchronize(device)
     start = time.perf_counter()
-    predicted, loss, batches = predict_spans(model, task, split, batch_size, device, amp, context)
+    predicted, loss, batches = predict_split(model, task, split, batch_size, device, amp, context)
     synchronize(device)
     elapsed = time.perf_counter() - start
-    scores = score_spans([e.spans or [] for e in split.examples], predicted, task.entity_types)
+    pairs = [(e.gold, p) for e, p in zip(split.examples, predicted) if e.gold is not None]
+    evaluation = task.score([g for g, _ in pairs], [p for _, p in pairs])
+    if not isinstance(evaluation, Evaluation):
+        raise TypeError(f"{type(task).__name__}.score must return nlpfw.interfaces.Evaluation")
     return {
         "dev_loss": loss,
-        "scores": scores.to_dict(),
-        "scoring": getattr(task.config, "scoring", "strict"),
+        **evaluation.to_record(),
         "speed": {"valid_step_time": elapsed / max(batches, 1), "valid_epoch_time": elapsed},
     }
 
 
-def entity_records(text: str, spans: Sequence[Span]) -> list[dict[str, Any]]:
-    """JSON-ready entities of one text."""
-    return [{"type": s.label, "text": text[s.start : s.end], "start": s.start, "end": s.end} for s in spans]
+def main_score(record: dict[str, Any]) -> tuple[str, float, bool]:
+    """(name, value, higher is better) of an evaluation record's main score; records written
+    before tasks named one are NER records, whose main score was the entity F1."""
+    if "main" in record:
+        main = record["main"]
+        return main["name"], main["value"], main.get("higher_is_better", True)
+    return "f1", record["scores"]["overall"]["f1"], True
 
 
 def load_model(directory: str | Path, registry: Registry, device: str | torch.device = "cpu") -> LoadedModel:
@@ -259,9 +264,10 @@ def load_model(directory: str | Path, registry: Registry, device: str | torch.de
         raise NlpfwError(f"{directory}: not a run folder or a model folder (no {WEIGHTS} in it or in model/)")
     recipe = load_recipe(directory / "recipe.toml", registry)
     labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
-    task = recipe.task.component.cls(recipe.task.config, labels["entity_types"])
+    # model folders from before tasks named their labels generically held NER's entity types
+    task = recipe.task.component.cls(recipe.task.config, labels["labels"] if "target" in labels else labels["entity_types"])
     encoder = recipe.encoder.component.cls.from_saved(recipe.encoder.config, directory / "encoder")
-    model = TaggingModel(encoder, build_decoder(recipe.decoder, encoder, task))
+    model = Model(encoder, build_decoder(recipe.decoder, encoder, task))
     safetensors.torch.load_model(model, str(directory / WEIGHTS), device="cpu")
     device = torch.device(device)
     model.to(device).eval()

@@ -38,6 +38,8 @@ BUILTIN_PLUGINS = (
     "nlpfw_plugins.bilstm",
     "nlpfw_plugins.crf",
     "nlpfw_plugins.softmax",
+    "nlpfw_plugins.textcat",
+    "nlpfw_plugins.text_labels",
 )
 
 

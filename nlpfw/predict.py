@@ -1,12 +1,14 @@
-"""Prediction and evaluation with a trained model: inputs, outputs and the CLUENER submission.
+"""Prediction and evaluation with a trained model: inputs, outputs, labelled files.
 
 Inputs are plain text (one text a line) or JSON lines (`{"text": ..., "id": ...}`); outputs
-are JSON lines, one per input in input order:
+are JSON lines, one per input in input order, each the input record with the task's fields
+(`Task.output`):
 
-    {"id": 3, "text": "...", "entities": [{"type": "name", "text": "张三", "start": 0, "end": 2}]}
+    {"id": 3, "text": "...", "entities": [{"type": "name", "text": "张三", "start": 0, "end": 2}]}   NER
+    {"id": 4, "text": "...", "label": "pos", "scores": {"neg": 0.03, "pos": 0.97}}                    a classifier
 
-`start`/`end` are character offsets into `text` (end exclusive), so `text[start:end]` is the
-entity whatever the text holds.
+NER's `start`/`end` are character offsets into `text` (end exclusive), so `text[start:end]` is
+the entity whatever the text holds.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from nlpfw.errors import DataError
+from nlpfw.errors import DataError, NlpfwError
 from nlpfw.interfaces import Example
-from nlpfw.model import LoadedModel, entity_records
+from nlpfw.model import LoadedModel
 
 CHUNK = 2048  # texts predicted at a time: bounds memory, and advances the progress bar
 
@@ -54,37 +56,32 @@ def predict_records(
     batch_size: int = 64,
     advance: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Each input record with its `entities`, in input order, a chunk at a time."""
+    """Each input record with the task's prediction fields, in input order, a chunk at a time."""
     for begin in range(0, len(records), CHUNK):
         chunk = records[begin : begin + CHUNK]
-        spans = model.predict_spans([r["text"] for r in chunk], batch_size)
-        for record, found in zip(chunk, spans):
-            yield {**record, "entities": entity_records(record["text"], found)}
+        predictions = model.predictions([r["text"] for r in chunk], batch_size)
+        for record, prediction in zip(chunk, predictions):
+            yield {**record, **model.task.output(record["text"], prediction)}
         if advance is not None:
             advance(len(chunk))
 
 
-def cluener_submission(examples: Sequence[Example], predicted: Sequence[Sequence[dict[str, Any]]]) -> Iterator[str]:
-    """CLUENER2020 leaderboard lines: `{"id": ..., "label": {type: {entity: [[start, end]]}}}`,
-    with CLUENER's inclusive end offsets."""
-    for example, entities in zip(examples, predicted):
-        label: dict[str, dict[str, list[list[int]]]] = {}
-        for entity in entities:
-            label.setdefault(entity["type"], {}).setdefault(entity["text"], []).append(
-                [entity["start"], entity["end"] - 1]
-            )
-        yield json.dumps({"id": example.id, "label": label}, ensure_ascii=False)
+def submission(dataset: Any, examples: Sequence[Example], records: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
+    """The dataset's leaderboard file for predictions on its examples: (default name, lines);
+    an error naming the dataset when it has no submission format."""
+    try:
+        return dataset.submission(examples, records)
+    except NotImplementedError:
+        raise NlpfwError(f"--submission: dataset {type(dataset).__name__} has no submission format") from None
 
 
 def labelled_file(model: LoadedModel, path: Path, registry: Any) -> list[Example]:
-    """Labelled examples of a user's file: JSON lines (`.json`, `.jsonl`; CLUENER form or
-    start/end/label spans) through `jsonl_spans.v1`, anything else as CoNLL through `conll.v1`,
-    with the model's entity types."""
+    """Labelled examples of a user's file, read as the model's task says (`Task.file_dataset`:
+    NER reads JSON lines through `jsonl_spans.v1` and anything else as CoNLL; a classifier reads
+    its dataset's format), with the model's labels."""
     if not path.is_file():
         raise DataError(f"--data: file not found: {path}")
-    kind = "jsonl_spans.v1" if path.suffix.lower() in (".jsonl", ".json") else "conll.v1"
+    section = model.recipe.dataset
+    kind, options = model.task.file_dataset(path, section.type, section.config)
     component = registry.get("dataset", kind)
-    config = component.cls.config_model(
-        path=str(path.parent.absolute()), train=path.name, dev=path.name, entity_types=model.task.entity_types
-    )
-    return component.cls(config, path.parent).load("dev")
+    return component.cls(component.cls.config_model(**options), path.parent).load("dev")

@@ -50,7 +50,7 @@ class TrainerConfig(Config):
         default=100, ge=1, description="batches per length bucket (1: plain shuffled batches)"
     )
     patience: int | None = Field(
-        default=None, ge=1, description="stop after this many evaluations without a better F1"
+        default=None, ge=1, description="stop after this many evaluations without a better main dev score"
     )
     log_every: int = Field(default=20, ge=1, description="steps between loss read-outs")
     checkpoint_every: int | None = Field(

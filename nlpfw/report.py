@@ -1,4 +1,6 @@
-"""The seed's three result tables (speed, model, per-entity F1), with published columns beside ours."""
+"""The three result tables of an evaluation (speed, the task's summary scores, its per-label
+scores), with published columns beside ours. Built from the evaluation record alone (the
+task's `Evaluation` fields), so every task gets them and a run folder's files rebuild them."""
 
 from __future__ import annotations
 
@@ -12,11 +14,30 @@ from rich.table import Table
 from nlpfw.interfaces import Reference
 
 SPEED_KEYS = ("train_step_time", "train_epoch_time", "valid_step_time", "valid_epoch_time")
-METRIC_NOTES = {
-    "strict": "strict entity-level matching: exact (type, start, end) spans, as seqeval's strict IOB2 mode",
-    "conlleval": "entity-level matching of exact (type, start, end) spans, predicted tags read as conlleval "
-    "does (an I-X after O starts an entity), as seqeval's default mode",
-}
+
+
+def evaluation_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation record's task-neutral fields: `main`, `summary`, `per_label`,
+    `per_label_metric`, `label_kind`, `metric`. Records written before tasks described their
+    own scores are NER records (exact-span P/R/F1 in `scores`); they are read as such."""
+    if "summary" in record:
+        return record
+    scores = record["scores"]
+    overall = scores["overall"]
+    return {
+        **record,
+        "main": {"name": "f1", "value": overall["f1"], "higher_is_better": True},
+        "summary": {key: overall[key] for key in ("precision", "recall", "f1")},
+        "per_label": {**scores.get("by_type", {}), "overall": overall},
+        "per_label_metric": "f1",
+        "label_kind": "entity",
+        "metric": record.get("metric", ""),
+    }
+
+
+def metric_title(name: str) -> str:
+    """`f1` -> `F1`, `macro_f1` -> `macro-F1`, `accuracy` -> `accuracy`."""
+    return name.replace("_", "-").replace("f1", "F1")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -47,46 +68,53 @@ def speed_table(speed: dict[str, float], device: str, reference: Reference | Non
     return table
 
 
-def model_table(
-    overall: dict[str, float], loss: float | None, reference: Reference | None, scoring: str = "strict"
-) -> Table:
-    table = Table(title="Model (dev)", caption=METRIC_NOTES[scoring])
+def model_table(record: dict[str, Any], reference: Reference | None) -> Table:
+    """The summary scores and the dev loss of one evaluation, published rows below ours."""
+    record = evaluation_fields(record)
+    keys = list(record["summary"])
+    table = Table(title="Model (dev)", caption=record.get("metric") or None)
     table.add_column("system")
-    for key in ("precision", "recall", "f1", "loss"):
+    for key in [*keys, "loss"]:
         table.add_column(key, justify="right")
-    table.add_row("ours", *(f"{overall[k]:.4f}" for k in ("precision", "recall", "f1")), format_number(loss))
+    table.add_row("ours", *(f"{record['summary'][k]:.4f}" for k in keys), format_number(record.get("dev_loss")))
     for name, row in (reference.model if reference else {}).items():
-        table.add_row(name, *(format_number(row.get(k)) for k in ("precision", "recall", "f1", "loss")), style="dim")
+        table.add_row(name, *(format_number(row.get(k)) for k in [*keys, "loss"]), style="dim")
     return table
 
 
-def entity_table(scores: dict[str, Any], entity_types: Sequence[str], reference: Reference | None) -> Table:
-    """Per-entity F1 (x100, as published) with our support, then the reference columns."""
-    columns = reference.entities if reference else {}
-    table = Table(title="Per-entity F1 (dev)", caption=f"reference: {reference.source}" if reference else None)
-    table.add_column("entity", no_wrap=True)
+def label_table(record: dict[str, Any], reference: Reference | None) -> Table:
+    """The per-label score (x100, as published) with our support, then the reference columns;
+    the overall row last."""
+    record = evaluation_fields(record)
+    kind, metric = record["label_kind"], record["per_label_metric"]
+    columns = reference.per_label if reference else {}
+    table = Table(title=f"Per-{kind} {metric_title(metric)} (dev)", caption=f"reference: {reference.source}" if reference else None)
+    table.add_column(kind, no_wrap=True)
     table.add_column("ours", justify="right")
     table.add_column("support", justify="right")
     for name in columns:
         table.add_column(name, justify="right", style="dim", overflow="fold")
-    for entity in [*entity_types, "overall"]:
-        ours = scores["overall"] if entity == "overall" else scores["by_type"].get(entity)
+    labels = [label for label in record["per_label"] if label != "overall"]
+    rows = [*labels, "overall"] if "overall" in record["per_label"] else labels
+    for label in rows:
+        ours = record["per_label"].get(label)
         table.add_row(
-            entity,
-            f"{ours['f1'] * 100:.2f}" if ours else "-",
-            str(ours["support"]) if ours else "0",
-            *(_pct(col.get(entity)) for col in columns.values()),
-            end_section=entity == entity_types[-1] if entity_types else False,
+            label,
+            f"{ours[metric] * 100:.2f}" if ours else "-",
+            str(int(ours["support"])) if ours and "support" in ours else "0",
+            *(_pct(col.get(label)) for col in columns.values()),
+            end_section=bool(labels) and label == labels[-1],
         )
     return table
 
 
-def result_tables(result: dict[str, Any], entity_types: Sequence[str], reference: Reference | None) -> list[Table]:
-    """The three tables for one evaluation record (as written to metrics.jsonl)."""
+def result_tables(record: dict[str, Any], reference: Reference | None) -> list[Table]:
+    """The three tables for one evaluation record (as written to metrics.jsonl): speed, the
+    summary scores, the per-label scores."""
     return [
-        speed_table(result["speed"], result["device"], reference),
-        model_table(result["scores"]["overall"], result.get("dev_loss"), reference, result.get("scoring", "strict")),
-        entity_table(result["scores"], entity_types, reference),
+        speed_table(record["speed"], record["device"], reference),
+        model_table(record, reference),
+        label_table(record, reference),
     ]
 
 

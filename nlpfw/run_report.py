@@ -2,8 +2,12 @@
 
     report.txt     the three result tables of the best epoch, as plain text
     report.md      the same tables in Markdown with the reference columns, the epochs, the plots
-    curves.png     loss and dev scores by epoch
-    entities.png   per-entity dev F1 beside the reference columns
+    curves.png     loss and the dev summary scores by epoch
+    labels.png     the per-label dev score beside the reference columns (per entity type for
+                   NER, per class for a classifier)
+
+Every task's evaluation records carry the same fields (`nlpfw.interfaces.Evaluation`), so
+these reports know no task.
 
 The runner writes them at the end of a run and `nlpfw report RUN_DIR` rebuilds them, so both
 give the same files. `compare_table` puts several runs side by side.
@@ -21,10 +25,18 @@ from rich.table import Table
 from nlpfw import io
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Reference
-from nlpfw.plots import plot_curves, plot_entities
-from nlpfw.report import format_duration, format_number, render_markdown, render_text, result_tables
+from nlpfw.plots import plot_curves, plot_labels
+from nlpfw.report import (
+    evaluation_fields,
+    format_duration,
+    format_number,
+    metric_title,
+    render_markdown,
+    render_text,
+    result_tables,
+)
 
-REPORT_FILES = ("report.txt", "report.md", "curves.png", "entities.png")
+REPORT_FILES = ("report.txt", "report.md", "curves.png", "labels.png")
 
 
 @dataclass
@@ -42,22 +54,26 @@ class RunFiles:
 
     @property
     def best(self) -> dict[str, Any]:
-        return self.report["best"]
+        return evaluation_fields(self.report["best"])
 
     @property
-    def entity_types(self) -> list[str]:
-        # Runs from before report.json held them: the model's label map, else the scored types.
-        if "entity_types" in self.report:
-            return self.report["entity_types"]
-        labels = self.directory / "model" / "labels.json"
-        if labels.is_file():
-            return _read_json(labels)["entity_types"]
-        return sorted(self.best["scores"]["by_type"])
+    def records(self) -> list[dict[str, Any]]:
+        return [evaluation_fields(r) for r in self.epochs]
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels scored (entity types, classes), in the task's order, without "overall"."""
+        return [label for label in self.best["per_label"] if label != "overall"]
 
     @property
     def reference(self) -> Reference | None:
         saved = self.report.get("reference")
-        return Reference(**saved) if saved else None
+        if not saved:
+            return None
+        saved = dict(saved)
+        if "entities" in saved:  # report.json from before per-label references had a task-neutral name
+            saved["per_label"] = saved.pop("entities")
+        return Reference(**saved)
 
 
 def read_run(directory: str | Path) -> RunFiles:
@@ -98,25 +114,30 @@ def _read_json(path: Path) -> Any:
 
 def headline(run: RunFiles) -> str:
     best = run.best
-    return f"{run.report['recipe']}: best dev F1 {best['scores']['overall']['f1']:.4f} at epoch {best['epoch']}"
+    main = best["main"]
+    return f"{run.report['recipe']}: best dev {metric_title(main['name'])} {main['value']:.4f} at epoch {best['epoch']}"
 
 
 def write_reports(directory: str | Path) -> list[Path]:
     """Write report.txt, report.md and the two plots from the run folder's files; return their paths."""
     run = read_run(directory)
-    tables = result_tables(run.best, run.entity_types, run.reference)
+    tables = result_tables(run.best, run.reference)
     paths = [run.directory / name for name in REPORT_FILES]
     io.write_text(paths[0], f"{headline(run)}\nmetric: {run.report['metric']}\n\n{render_text(tables)}")
-    plot_curves(run.epochs, paths[2], title=run.report["recipe"])
-    plot_entities(run.best["scores"], run.entity_types, run.reference, paths[3],
-                  title=f"{run.report['recipe']}: per-entity F1 (dev), best epoch {run.best['epoch']}")  # fmt: skip
+    plot_curves(run.records, paths[2], title=run.report["recipe"])
+    best = run.best
+    plot_labels(best, run.reference, paths[3],
+                title=f"{run.report['recipe']}: per-{best['label_kind']} {metric_title(best['per_label_metric'])} (dev), "
+                      f"best epoch {best['epoch']}")  # fmt: skip
     io.write_text(paths[1], markdown(run, tables))
     return paths
 
 
 def markdown(run: RunFiles, tables: list[Table]) -> str:
-    report, env = run.report, run.environment
+    report, env, best = run.report, run.environment, run.best
     stopped = ", stopped early" if report.get("stopped_early") else ""
+    keys = list(best["summary"])
+    main = best["main"]["name"]
     lines = [
         f"# {headline(run)}",
         "",
@@ -136,45 +157,52 @@ def markdown(run: RunFiles, tables: list[Table]) -> str:
         "",
         "![loss and dev scores by epoch](curves.png)",
         "",
-        "| epoch | train loss | dev loss | precision | recall | F1 | train_epoch_time | valid_epoch_time |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| epoch | train loss | dev loss | " + " | ".join(metric_title(k) for k in keys) + " | train_epoch_time | valid_epoch_time |",
+        "| ---: | ---: | ---: | " + " | ".join("---:" for _ in keys) + " | ---: | ---: |",
     ]
-    for r in run.epochs:
-        overall, speed = r["scores"]["overall"], r.get("speed", {})
-        f1 = f"{overall['f1']:.4f}"
+    for r in run.records:
+        speed = r.get("speed", {})
+        cells = []
+        for key in keys:
+            value = f"{r['summary'][key]:.4f}"
+            cells.append(f"**{value}**" if key == main and r["epoch"] == best["epoch"] else value)
         lines.append(
-            f"| {r['epoch']} | {format_number(r.get('train_loss'))} | {format_number(r.get('dev_loss'))} | {overall['precision']:.4f} "
-            f"| {overall['recall']:.4f} | {f'**{f1}**' if r['epoch'] == run.best['epoch'] else f1} "
-            f"| {format_duration(speed.get('train_epoch_time'))} | {format_duration(speed.get('valid_epoch_time'))} |"
+            f"| {r['epoch']} | {format_number(r.get('train_loss'))} | {format_number(r.get('dev_loss'))} | "
+            + " | ".join(cells)
+            + f" | {format_duration(speed.get('train_epoch_time'))} | {format_duration(speed.get('valid_epoch_time'))} |"
         )
-    lines += ["", "## Per-entity F1 beside the reference", "", "![per-entity F1](entities.png)", ""]
+    kind, metric = best["label_kind"], metric_title(best["per_label_metric"])
+    lines += ["", f"## Per-{kind} {metric} beside the reference", "", f"![per-{kind} {metric}](labels.png)", ""]
     return "\n".join(lines)
 
 
 def compare_table(runs: list[RunFiles]) -> Table:
-    """Runs side by side: overall scores, timings, then per-entity F1 (x100); the best in bold."""
+    """Runs side by side: summary scores, timings, then the per-label score (x100); the best
+    in bold. Runs of different tasks show each one's own scores ("-" where a run has none)."""
     table = Table(title="Runs compared (dev, best epoch of each)")
     table.add_column("", no_wrap=True)
     for run in runs:
         table.add_column(f"{run.name}\n{run.report['recipe']}", justify="right", overflow="fold")
-    overall = [run.best["scores"]["overall"] for run in runs]
+    bests = [run.best for run in runs]
+    keys: list[str] = []
+    for best in bests:
+        keys += [k for k in best["summary"] if k not in keys]
+    higher = {b["main"]["name"]: b["main"].get("higher_is_better", True) for b in bests}
     rows: list[tuple[str, list[float | None], str, bool]] = [  # label, values, format, higher is better
-        ("precision", [o["precision"] for o in overall], "{:.4f}", True),
-        ("recall", [o["recall"] for o in overall], "{:.4f}", True),
-        ("F1", [o["f1"] for o in overall], "{:.4f}", True),
-        ("dev loss", [run.best.get("dev_loss") for run in runs], "{:.4f}", False),
+        *((metric_title(k), [b["summary"].get(k) for b in bests], "{:.4f}", higher.get(k, True)) for k in keys),
+        ("dev loss", [b.get("dev_loss") for b in bests], "{:.4f}", False),
     ]
-    for label, values, form, higher in rows:
-        table.add_row(label, *_marked(values, form, higher))
+    for label, values, form, up in rows:
+        table.add_row(label, *_marked(values, form, up))
     table.add_row("best epoch", *(f"{run.best['epoch']} of {run.report.get('epochs_run', len(run.epochs))}" for run in runs))
-    table.add_row("train_epoch_time", *(format_duration(run.best.get("speed", {}).get("train_epoch_time")) for run in runs))
-    table.add_row("device", *(str(run.best.get("device", "-")) for run in runs), end_section=True)
-    entities: list[str] = []
+    table.add_row("train_epoch_time", *(format_duration(b.get("speed", {}).get("train_epoch_time")) for b in bests))
+    table.add_row("device", *(str(b.get("device", "-")) for b in bests), end_section=True)
+    labels: list[str] = []
     for run in runs:
-        entities += [e for e in run.entity_types if e not in entities]
-    for entity in entities:
-        values = [(run.best["scores"]["by_type"].get(entity) or {}).get("f1") for run in runs]
-        table.add_row(entity, *_marked([None if v is None else v * 100 for v in values], "{:.2f}", True))
+        labels += [label for label in run.labels if label not in labels]
+    for label in labels:
+        values = [(b["per_label"].get(label) or {}).get(b["per_label_metric"]) for b in bests]
+        table.add_row(label, *_marked([None if v is None else v * 100 for v in values], "{:.2f}", True))
     return table
 
 

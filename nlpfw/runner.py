@@ -9,7 +9,7 @@ A run folder holds:
     metrics.jsonl    one record per evaluation (scores, losses, timings)
     report.json      the best evaluation, the data summary and the published reference
     report.txt       the three result tables of the best evaluation
-    report.md        the same in Markdown, the epochs, and the plots curves.png, entities.png
+    report.md        the same in Markdown, the epochs, and the plots curves.png, labels.png
                      (see nlpfw.run_report; `nlpfw report RUN_DIR` rebuilds them)
     model/           the self-contained model (see nlpfw.model)
     checkpoint/      the latest training state, to resume from (see nlpfw.checkpoint)
@@ -38,11 +38,11 @@ from nlpfw.data import data_root as default_data_root
 from nlpfw.device import amp_dtype, resolve_device
 from nlpfw.errors import DataError, RunDirError
 from nlpfw.interfaces import Dataset
-from nlpfw.model import TaggingModel, build_decoder, save_model
+from nlpfw.model import Model, build_decoder, main_score, save_model
 from nlpfw.plugins import PluginManager, plugin_records
 from nlpfw.recipe import Recipe
 from nlpfw.registry import Registry
-from nlpfw.report import METRIC_NOTES, result_tables
+from nlpfw.report import metric_title, result_tables
 from nlpfw.run_report import write_reports
 from nlpfw.tensorboard_log import EpochLog
 from nlpfw.trainer import History, Trainer, set_seed
@@ -181,7 +181,7 @@ def _run(
             raise DataError(f"dataset: the {split} split of {recipe.dataset.type} has no labelled texts")
     task, train, dev = corpus.task, corpus.splits["train"], corpus.splits["dev"]
     decoder = build_decoder(recipe.decoder, encoder, task)
-    model = TaggingModel(encoder, decoder).to(device)
+    model = Model(encoder, decoder).to(device)
 
     # Written once assembly has succeeded, so a recipe that fails to load leaves no half run behind.
     env = environment(device, context)
@@ -202,7 +202,7 @@ def _run(
     console.print(
         f"[bold]{recipe.name}[/]: {train.stats.examples:,} train / {dev.stats.examples:,} dev texts "
         f"({'from the cache' if corpus.cached else 'read and encoded'} in {load_time:.1f} s), "
-        f"{len(task.labels)} tags, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{len(decoder.labels)} {decoder.target} labels, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"device {device}{f' ({amp})' if amp else ''}"
     )
     if corpus.skipped:
@@ -210,12 +210,8 @@ def _run(
             f"[yellow]Skipped:[/] {len(corpus.skipped)} bad record(s) or span(s) (dataset.on_error = "
             f"\"skip\"); the first: {corpus.skipped[0]}; all are listed in report.json"
         )
-    if decoder.target == "tags" and (train.stats.dropped or dev.stats.dropped):
-        console.print(
-            f"[yellow]Note:[/] {train.stats.dropped} train and {dev.stats.dropped} dev "
-            "span(s) overlap a longer one, which flat BIO tags cannot hold; the longer was kept for "
-            "training, and dev is scored against all gold spans"
-        )
+    for note in task.notes({name: split.stats for name, split in corpus.splits.items()}, decoder.target):
+        console.print(note)
     if train.stats.windowed or dev.stats.windowed:
         console.print(
             f"{train.stats.windowed} train and {dev.stats.windowed} dev texts are longer than the "
@@ -235,12 +231,13 @@ def _run(
         io.write_jsonl(output_dir / "metrics.jsonl", history.epochs)
         if tensorboard is not None:
             tensorboard.log(record)
+        name, value, _ = main_score(record)
         console.print(
             f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, dev loss "
-            f"{record['dev_loss']:.4f}, dev F1 {record['scores']['overall']['f1']:.4f}"
+            f"{record['dev_loss']:.4f}, dev {metric_title(name)} {value:.4f}"
             f"{' (best so far, saved)' if record['best'] else ''}"
         )
-        for table in result_tables(record, task.entity_types, reference):
+        for table in result_tables(record, reference):
             console.print(table)
 
     trainer = Trainer(model, task, recipe.trainer, device, amp, console, context)
@@ -258,18 +255,19 @@ def _run(
     assert best is not None
     if not context.main:
         return history
-    tables = result_tables(best, task.entity_types, reference)
+    tables = result_tables(best, reference)
     io.write_json(
         output_dir / "report.json",
         {
             "recipe": recipe.name,
-            "metric": METRIC_NOTES[best["scoring"]],
+            "task": recipe.task.type,
+            "metric": best["metric"],
             "best_epoch": best["epoch"],
             "best": best,
             "epochs_run": len(history.epochs),
             "stopped_early": history.stopped_early,
             "data": summary,
-            "entity_types": task.entity_types,
+            "labels": task.labels,
             "reference": asdict(reference) if reference else None,
         },
     )

@@ -1,6 +1,6 @@
 """Optional TensorBoard logging (`trainer.tensorboard = true`): one point per epoch in `RUN_DIR/tensorboard/`.
 
-Logged after each evaluation: train and dev loss, dev precision/recall/F1, per-entity F1, the
+Logged after each evaluation: train and dev loss, the task's dev summary scores and per-label score, the
 learning rate, and the epoch timings. Needs the `tensorboard` package, which nlpfw does not
 install; asking for it without the package is an error before training starts.
 """
@@ -31,13 +31,13 @@ class EpochLog:
     def log(self, record: dict[str, Any]) -> None:
         if self.writer is None:
             self.writer = self.writer_class(log_dir=str(self.directory))
-        step, scores = record["epoch"], record["scores"]
+        step, metric = record["epoch"], record["per_label_metric"]
         values = {
             "loss/train": record.get("train_loss"),
             "loss/dev": record.get("dev_loss"),
             "lr": record.get("lr"),
-            **{f"dev/{key}": scores["overall"][key] for key in ("precision", "recall", "f1")},
-            **{f"dev_f1/{entity}": row["f1"] for entity, row in scores["by_type"].items()},
+            **{f"dev/{key}": value for key, value in record["summary"].items()},
+            **{f"dev_{metric}/{label}": row.get(metric) for label, row in record["per_label"].items() if label != "overall"},
             **{f"speed/{key}": value for key, value in record.get("speed", {}).items()},
         }
         for tag, value in values.items():

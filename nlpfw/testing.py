@@ -109,7 +109,7 @@ def write_tiny_corpus(folder: Path, train: int = 40, dev: int = 15) -> TinyCorpu
     for split, examples in splits.items():
         with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as stream:
             for example in examples:
-                spans = [{"start": s.start, "end": s.end, "label": s.label} for s in example.spans or ()]
+                spans = [{"start": s.start, "end": s.end, "label": s.label} for s in example.gold or ()]
                 stream.write(json.dumps({"text": example.text, "spans": spans}, ensure_ascii=False) + "\n")
     chars = sorted({c for examples in splits.values() for e in examples for c in e.text if not c.isspace()})
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]

@@ -1,6 +1,7 @@
 """The training loop: length-bucketed batches, AdamW with per-component learning rates, linear
 warm-up and decay, gradient clipping and accumulation, mixed precision (CUDA, and CPUs with
-bf16 matrix units), evaluation every epoch, the best model kept by dev F1, and early stopping.
+bf16 matrix units), evaluation every epoch, the best model kept by the task's main dev score
+(`Evaluation.main`), and early stopping on it.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from nlpfw.distributed import SINGLE, Context
 from nlpfw.device import autocast, keep_freed_memory, set_cpu_threads, synchronize
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Task
-from nlpfw.model import TaggingModel, evaluate_split
+from nlpfw.model import Model, evaluate_split, main_score
 from nlpfw.recipe import TrainerConfig
+from nlpfw.report import metric_title
 from nlpfw.sampler import LengthBucketSampler, padding_fraction
 
 
@@ -48,6 +50,13 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def better(record: dict[str, Any], best: dict[str, Any]) -> bool:
+    """Whether an evaluation record's main score beats the best one's (ties keep the earlier)."""
+    _, value, higher = main_score(record)
+    _, best_value, _ = main_score(best)
+    return value > best_value if higher else value < best_value
 
 
 class SpeedColumn(ProgressColumn):
@@ -136,7 +145,7 @@ class History:
 class Trainer:
     def __init__(
         self,
-        model: TaggingModel,
+        model: Model,
         task: Task,
         config: TrainerConfig,
         device: torch.device,
@@ -159,8 +168,6 @@ class Trainer:
             keep_freed_memory()
         if config.compile:
             model.encoder.compile(dynamic=True)  # in place: parameter names (and checkpoints) unchanged
-        if hasattr(model.decoder, "constrain"):
-            model.decoder.constrain(task.labels)
         # Training steps run through `ddp` (DDP averages the ranks' gradients); everything else
         # (decoding, saving, the decoder's own attributes) uses `model`, never the wrapper.
         self.ddp: torch.nn.Module = model
@@ -227,8 +234,7 @@ class Trainer:
             record.update(epoch=epoch, step=position.step, train_loss=train_loss, lr=self.scheduler.get_last_lr()[0])
             record["padding"] = padding_fraction(train.window_length, self.sampler.batches[:batches])
             record["speed"].update(train_step_time=train_time / max(batches, 1), train_epoch_time=train_time)
-            f1 = record["scores"]["overall"]["f1"]
-            improved = history.best is None or f1 > history.best["scores"]["overall"]["f1"]
+            improved = history.best is None or better(record, history.best)
             record["best"] = improved
             history.epochs.append(record)
             if improved:
@@ -245,9 +251,10 @@ class Trainer:
                 break
             if cfg.patience is not None and position.stale >= cfg.patience:
                 history.stopped_early = True
+                name, value, _ = main_score(history.best)
                 self.console.print(
-                    f"[yellow]Early stop:[/] no better dev F1 in {position.stale} evaluations "
-                    f"(best {history.best['scores']['overall']['f1']:.4f} at epoch {history.best['epoch']})"
+                    f"[yellow]Early stop:[/] no better dev {metric_title(name)} in {position.stale} evaluations "
+                    f"(best {value:.4f} at epoch {history.best['epoch']})"
                 )
                 break
         return history
@@ -431,7 +438,7 @@ class Trainer:
         )  # fmt: skip
 
     def evaluate(self, dev: EncodedSplit) -> dict[str, Any]:
-        """Dev loss, exact-span scores and valid timings, scored on the whole original texts."""
+        """Dev loss, the task's scores and valid timings, scored on the whole original texts."""
         size = self.config.eval_batch_size
         with out_of_memory(None, "trainer.eval_batch_size", size, self.position.epoch):
             return evaluate_split(self.model, self.task, dev, size, self.device, self.eval_amp, self.context)

@@ -165,16 +165,57 @@ class BiLstmEncoder(Encoder):
         embedded = self.embedding(input_ids)
         if self.bigram_embedding is not None:
             keys = bigram_keys(input_ids.long(), len(self.chars))
-            found = torch.searchsorted(self.bigram_table, keys).clamp(max=len(self.bigram_table) - 1)
+            search = binary_search if torch.compiler.is_exporting() else torch.searchsorted  # ONNX has no searchsorted
+            found = search(self.bigram_table, keys).clamp(max=len(self.bigram_table) - 1)
             ids = torch.where(self.bigram_table[found] == keys, found + 1, 0)
             embedded = torch.cat([embedded, self.bigram_embedding(ids)], dim=-1)
         embedded = self.dropout(embedded)
+        if torch.compiler.is_exporting():  # packed sequences do not trace; the same result unpacked
+            return self.dropout(unpacked_bilstm(self.lstm, embedded, mask))
         packed = nn.utils.rnn.pack_padded_sequence(
             embedded, mask.sum(dim=1).cpu(), batch_first=True, enforce_sorted=False
         )
         output, _ = self.lstm(packed)
         hidden, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=width)
         return self.dropout(hidden)
+
+
+def binary_search(table: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """`torch.searchsorted(table, keys)` (the leftmost insertion points in the sorted 1-D
+    `table`) as a fixed number of halving steps, each a gather and a comparison, so that it
+    traces to ONNX."""
+    lo = torch.zeros_like(keys)
+    if len(table) == 0:
+        return lo
+    hi = torch.full_like(keys, len(table))
+    for _ in range(len(table).bit_length()):
+        mid = (lo + hi) // 2
+        right = (lo < hi) & (table[mid.clamp(max=len(table) - 1)] < keys)
+        lo, hi = torch.where(right, mid + 1, lo), torch.where(right, hi, mid)
+    return lo
+
+
+def unpacked_bilstm(lstm: nn.LSTM, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What `lstm` (bidirectional, batch first, in eval mode) gives on packed rows, computed on
+    the padded batch: each direction runs as a one-directional LSTM with its own weights, and
+    the backward one reads each row reversed within its length, so padding never reaches a
+    character's state. Traces to ONNX (packed sequences do not); 0 at padded positions."""
+    lengths = mask.sum(dim=1, keepdim=True)  # [batch, 1]
+    steps = torch.arange(inputs.shape[1], device=inputs.device).unsqueeze(0)
+    reverse = torch.where(steps < lengths, lengths - 1 - steps, steps)  # [batch, chars]; an involution
+    rows = torch.arange(inputs.shape[0], device=inputs.device).unsqueeze(1)
+    on = mask.unsqueeze(2).to(inputs.dtype)
+    x = inputs
+    for layer in range(lstm.num_layers):
+        halves = []
+        for suffix in ("", "_reverse"):
+            weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            source = x if not suffix else x[rows, reverse]
+            zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+            out, _, _ = torch.lstm(source, (zeros, zeros), weights, True, 1, 0.0, False, False, True)
+            halves.append(out if not suffix else out[rows, reverse])
+        x = torch.cat(halves, dim=2) * on
+    return x
 
 
 def bigram_keys(ids: Any, vocabulary: int) -> Any:

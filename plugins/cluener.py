@@ -13,7 +13,9 @@ import io
 import json
 import urllib.request
 import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -48,7 +50,7 @@ class Cluener(Dataset):
     def splits(self) -> tuple[str, ...]:
         return ("train", "dev", "test")
 
-    def entity_types(self) -> list[str]:
+    def labels(self) -> list[str]:
         return list(ENTITY_TYPES)
 
     def folder(self) -> Path:
@@ -76,6 +78,11 @@ class Cluener(Dataset):
 
     def reference(self) -> Reference:
         return REFERENCE
+
+    def submission(self, examples: Sequence[Example], records: Sequence[dict[str, Any]]) -> tuple[str, list[str]]:
+        """The CLUENER2020 leaderboard file, `cluener_predict.json`: one line a text,
+        `{"id": ..., "label": {type: {entity: [[start, end]]}}}` with CLUENER's inclusive ends."""
+        return "cluener_predict.json", list(submission_lines(examples, [r["entities"] for r in records]))
 
 
 def parse_line(line: str, where: str) -> Example:
@@ -159,7 +166,7 @@ REFERENCE = Reference(
         },
     },  # fmt: skip
     model={"bert-base-chinese+CRF (ref)": {"precision": 0.7977, "recall": 0.8008, "f1": 0.7992, "loss": 8.5201}},
-    entities={
+    per_label={
         column: {entity: scores[i] / 100 for entity, scores in _PUBLISHED.items()}
         for i, column in enumerate(_COLUMNS)
     },
@@ -169,3 +176,15 @@ REFERENCE = Reference(
 @hookimpl
 def register_datasets(register):
     register("cluener.v1", Cluener)
+
+
+def submission_lines(examples: Sequence[Example], predicted: Sequence[Sequence[dict[str, Any]]]) -> Iterator[str]:
+    """CLUENER2020 leaderboard lines: `{"id": ..., "label": {type: {entity: [[start, end]]}}}`,
+    with CLUENER's inclusive end offsets."""
+    for example, entities in zip(examples, predicted):
+        label: dict[str, dict[str, list[list[int]]]] = {}
+        for entity in entities:
+            label.setdefault(entity["type"], {}).setdefault(entity["text"], []).append(
+                [entity["start"], entity["end"] - 1]
+            )
+        yield json.dumps({"id": example.id, "label": label}, ensure_ascii=False)

@@ -19,8 +19,8 @@ from pydantic import Field
 
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
-from nlpfw.tags import Scheme, TagError, detect_scheme, read_spans, split_tag
 from nlpfw_plugins.formats import Bad, conll_text
+from nlpfw_plugins.tags import Scheme, TagError, detect_scheme, read_spans, split_tag
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
 
 DOCSTART = "-DOCSTART-"

@@ -35,20 +35,15 @@ class CrfConfig(DecoderConfig):
 
 
 class BioConstraints(nn.Module):
-    """Which BIO tag sequences decoding may produce: `start[j]` says whether tag j may open a
-    text, `transitions[i, j]` whether tag j may follow tag i. `I-X` may only follow `B-X` or
-    `I-X`. The masks are buffers, so a saved model keeps them; `set_labels` fills them (all
-    allowed until then)."""
+    """Which BIO tag sequences decoding may produce, read from the tag names: `start[j]` says
+    whether tag j may open a text, `transitions[i, j]` whether tag j may follow tag i. `I-X` may
+    only follow `B-X` or `I-X`. The masks are buffers, so a saved model keeps them."""
 
-    def __init__(self, num_tags: int):
+    def __init__(self, labels: Sequence[str]):
         super().__init__()
-        self.register_buffer("start", torch.ones(num_tags, dtype=torch.bool))
-        self.register_buffer("transitions", torch.ones(num_tags, num_tags, dtype=torch.bool))
-
-    def set_labels(self, labels: Sequence[str]) -> None:
         start, transitions = bio_constraints(labels)
-        self.start.copy_(start)
-        self.transitions.copy_(transitions)
+        self.register_buffer("start", start)
+        self.register_buffer("transitions", transitions)
 
     def mask_scores(self, start: torch.Tensor, transitions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The scores with forbidden moves at -inf."""
@@ -74,20 +69,20 @@ def bio_constraints(labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class CrfDecoder(Decoder):
+    """Tag decoder: learns from the task's `tags` target; built with the tag names, from which
+    `constrained = true` reads the BIO constraints."""
+
     config_model = CrfConfig
     config: CrfConfig
+    targets = ("tags",)
+    output_name = "tags"
 
-    def __init__(self, config: CrfConfig, input_dim: int, num_tags: int):
-        super().__init__(config, input_dim, num_tags)
+    def __init__(self, config: CrfConfig, input_dim: int, labels: Sequence[str], target: str = "tags"):
+        super().__init__(config, input_dim, labels, target)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(input_dim, num_tags)
-        self.crf = CRF(num_tags, batch_first=True)
-        self.constraints = BioConstraints(num_tags) if config.constrained else None
-
-    def constrain(self, labels: Sequence[str]) -> None:
-        """Learn the tag names, for BIO constraints (when `constrained`); the trainer calls it."""
-        if self.constraints is not None:
-            self.constraints.set_labels(labels)
+        self.classifier = nn.Linear(input_dim, self.num_labels)
+        self.crf = CRF(self.num_labels, batch_first=True)
+        self.constraints = BioConstraints(self.labels) if config.constrained else None
 
     def emissions(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden)).float()
@@ -112,6 +107,11 @@ class CrfDecoder(Decoder):
             if self.constraints is not None:
                 start, transitions = self.constraints.mask_scores(start, transitions)
             return tag_marginals(start, transitions, self.crf.end_transitions, emissions, mask.bool())
+
+    def confidence(self, hidden: torch.Tensor, mask: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """The probability of each tag `decode` chose (`tags` [batch, chars]) by `marginals`:
+        [batch, chars], 0 outside `mask` (for `nlpfw predict --rank uncertainty`)."""
+        return self.marginals(hidden, mask).gather(2, tags.long().unsqueeze(2)).squeeze(2)
 
 
 def tag_marginals(

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
-
-from typing import TYPE_CHECKING
 
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example
 from nlpfw_plugins.exports import ExportConfig, ExportDataset
-from nlpfw_plugins.formats import Bad, Offsets, doccano_records, json_lines, read_doccano
+from nlpfw_plugins.formats import Bad, Offsets, doccano_records, from_records, json_lines, read_doccano
 
-if TYPE_CHECKING:
-    from nlpfw.annotate import ScoredSpans
 
 
 class DoccanoConfig(ExportConfig):
@@ -47,7 +44,7 @@ class Doccano(ExportDataset):
 
     @classmethod
     def read_file(cls, path: Path, bad: Bad) -> list[Example]:
-        """Every line of one file (lines without spans have `spans` None), for `nlpfw convert`."""
+        """Every line of one file (lines without spans have `gold` None), for `nlpfw convert`."""
         return read_doccano(path, bad, labelled=False)
 
     @classmethod
@@ -56,8 +53,9 @@ class Doccano(ExportDataset):
         return json_lines(doccano_records(examples)), 0
 
     @classmethod
-    def prediction_file(cls, examples: Sequence[Example], predicted: Sequence[ScoredSpans], model_version: str) -> str:
-        """JSONL to import, `predicted` as the labels and the confidences as metadata."""
+    def prediction_file(cls, records: Sequence[dict[str, Any]], model_version: str) -> str:
+        """JSONL to import: the prediction records' entities as the labels, the confidences as metadata."""
+        examples, predicted = from_records(records)
         return json_lines(doccano_records(examples, predicted=predicted))
 
 

@@ -73,16 +73,16 @@ class ExportDataset(SplitFilesDataset):
     def labelled(self, examples: list[Example], split: str, entity_types: Sequence[str] | None, path: Path) -> list[Example]:
         """Train and dev keep the labelled texts; spans of a type outside `entity_types` are bad data."""
         if split != "test":
-            examples = [e for e in examples if e.spans is not None]
+            examples = [e for e in examples if e.gold is not None]
         if entity_types is None:
             return examples
         kept = []
         for number, example in enumerate(examples, 1):
-            if example.spans is None or all(s.label in entity_types for s in example.spans):
+            if example.gold is None or all(s.label in entity_types for s in example.gold):
                 kept.append(example)
                 continue
             spans = []
-            for span in example.spans:
+            for span in example.gold:
                 if span.label in entity_types:
                     spans.append(span)
                 else:

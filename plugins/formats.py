@@ -7,7 +7,7 @@ Not a plugin (it registers nothing): the dataset plugins use it, and through the
 
 Every reader keeps every span exactly as the file gives it, overlapping ones included (the
 task decides what its tags can hold), drops exact duplicates and sorts them; a text with no
-labels is an `Example` whose `spans` is None. Offsets in nlpfw are code points into the text,
+labels is an `Example` whose `gold` is None. Offsets in nlpfw are code points into the text,
 end exclusive. Label Studio stores code points too (since its 2022 frontend; older versions
 stored UTF-16 code units, which `offsets = "utf16"` reads); doccano stores UTF-16 code units
 (JavaScript string offsets), which differ from code points only after a character outside the
@@ -27,18 +27,38 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from typing import TYPE_CHECKING
-
 from nlpfw.errors import DataError
 from nlpfw.interfaces import Example, Span
-from nlpfw.tags import Scheme
-
-if TYPE_CHECKING:
-    from nlpfw.annotate import ScoredSpans
+from nlpfw_plugins.tags import Scheme
 
 Bad = Callable[[str, str], None]
 Offsets = Literal["codepoints", "utf16"]
 FORMATS = ("cluener", "spans", "conll", "conll-bioes", "label-studio", "doccano", "text")
+
+
+@dataclass
+class ScoredSpans:
+    """A text's predicted spans with a confidence each, and the text's confidence (None: the
+    model gave no probabilities)."""
+
+    spans: list[Span]
+    scores: list[float] | None = None
+    score: float | None = None
+
+
+def from_records(records: Sequence[dict[str, Any]]) -> tuple[list[Example], list[ScoredSpans]]:
+    """`ner.v1`'s prediction records (`{"text", "id"?, "entities": [{"type", "start", "end",
+    "confidence"?}], "confidence"?}`, as `nlpfw predict` writes them) as unlabelled examples and
+    their scored spans, for `prediction_file`."""
+    examples, predicted = [], []
+    for record in records:
+        entities = record.get("entities", [])
+        spans = [Span(e["start"], e["end"], e["type"]) for e in entities]
+        scores = [e["confidence"] for e in entities] if all("confidence" in e for e in entities) else None
+        score = record.get("confidence")
+        examples.append(Example(record["text"], None, record.get("id")))
+        predicted.append(ScoredSpans(spans, scores if score is not None else None, score))
+    return examples, predicted
 
 
 # --- offsets ----------------------------------------------------------------------------------
@@ -161,7 +181,7 @@ def choose_annotation(annotations: Sequence[Any], options: LabelStudioOptions) -
 
 def read_label_studio(path: Path, bad: Bad, options: LabelStudioOptions = LabelStudioOptions()) -> list[Example]:
     """The tasks of a Label Studio JSON export (a list of tasks), in file order. A task with no
-    annotation to take (none, only cancelled ones, none by `annotator`) has `spans` None."""
+    annotation to take (none, only cancelled ones, none by `annotator`) has `gold` None."""
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -282,8 +302,8 @@ def label_studio_tasks(
         if example.id is not None:
             data["id"] = example.id
         task: dict[str, Any] = {"data": data}
-        if example.spans is not None:
-            result = [label_studio_result(example.text, s, f"t{index}a{k}") for k, s in enumerate(example.spans)]
+        if example.gold is not None:
+            result = [label_studio_result(example.text, s, f"t{index}a{k}") for k, s in enumerate(example.gold)]
             task["annotations"] = [{"result": result}]
         if predicted is not None:
             scored = predicted[index]
@@ -309,7 +329,7 @@ SPAN_KEYS = ("label", "labels", "entities")
 def read_doccano(path: Path, bad: Bad, offsets: Offsets = "utf16", labelled: bool = True) -> list[Example]:
     """The lines of a doccano sequence-labelling JSONL export: `{"text", "label": [[start, end,
     TYPE], ...]}`, the older `labels` key, or, from projects with relations, `entities`:
-    `[{"start_offset", "end_offset", "label"}]`. A line with none of them has `spans` None, which
+    `[{"start_offset", "end_offset", "label"}]`. A line with none of them has `gold` None, which
     in a labelled split (`labelled`) is bad data."""
     examples = []
     with path.open(encoding="utf-8") as lines:
@@ -383,7 +403,7 @@ def doccano_records(
         if example.id is not None:
             record["id"] = example.id
         record["text"] = example.text
-        spans = predicted[index].spans if predicted is not None else example.spans
+        spans = predicted[index].spans if predicted is not None else example.gold
         if spans is not None:
             record["label"] = [[*from_codepoints(example.text, s, offsets), s.label] for s in spans]
         if predicted is not None and predicted[index].score is not None:
@@ -402,9 +422,9 @@ def cluener_records(examples: Sequence[Example]) -> list[dict[str, Any]]:
     for example in examples:
         record: dict[str, Any] = {} if example.id is None else {"id": example.id}
         record["text"] = example.text
-        if example.spans is not None:
+        if example.gold is not None:
             label: dict[str, dict[str, list[list[int]]]] = {}
-            for span in example.spans:
+            for span in example.gold:
                 label.setdefault(span.label, {}).setdefault(span.text_in(example.text), []).append([span.start, span.end - 1])
             record["label"] = label
         records.append(record)
@@ -417,9 +437,9 @@ def spans_records(examples: Sequence[Example]) -> list[dict[str, Any]]:
     for example in examples:
         record: dict[str, Any] = {} if example.id is None else {"id": example.id}
         record["text"] = example.text
-        if example.spans is not None:
+        if example.gold is not None:
             record["spans"] = [{"start": s.start, "end": s.end, "label": s.label, "text": s.text_in(example.text)}
-                               for s in example.spans]  # fmt: skip
+                               for s in example.gold]  # fmt: skip
         records.append(record)
     return records
 
@@ -439,12 +459,12 @@ def conll_text(examples: Sequence[Example], scheme: Scheme = "BIO") -> tuple[str
     ones cannot be written; a text holding a line break or a tab is an error."""
     blocks, dropped = [], 0
     for number, example in enumerate(examples, 1):
-        if example.spans is None or not example.text:
+        if example.gold is None or not example.text:
             continue
         bad = next((c for c in example.text if c in "\n\r\t\v\f\x1c\x1d\x1e\x85\u2028\u2029"), None)
         if bad is not None:
             raise DataError(f"text {number} holds {bad!r}, which CoNLL (one character a line) cannot hold")
-        kept, left_out = flat(example.spans)
+        kept, left_out = flat(example.gold)
         dropped += len(left_out)
         tags = ["O"] * len(example.text)
         for span in kept:

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
-
-from typing import TYPE_CHECKING
 
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example
 from nlpfw_plugins.exports import ExportConfig, ExportDataset
-from nlpfw_plugins.formats import Bad, LabelStudioOptions, Offsets, json_list, label_studio_tasks, read_label_studio
+from nlpfw_plugins.formats import (Bad, LabelStudioOptions, Offsets, from_records, json_list, label_studio_tasks,
+                                   read_label_studio)
 
-if TYPE_CHECKING:
-    from nlpfw.annotate import ScoredSpans
 
 
 class LabelStudioConfig(ExportConfig):
@@ -59,7 +56,7 @@ class LabelStudio(ExportDataset):
 
     @classmethod
     def read_file(cls, path: Path, bad: Bad, text_field: str = "text") -> list[Example]:
-        """Every task of one export (unannotated ones with `spans` None), for `nlpfw convert`."""
+        """Every task of one export (unannotated ones with `gold` None), for `nlpfw convert`."""
         return read_label_studio(path, bad, LabelStudioOptions(text_field=text_field))
 
     @classmethod
@@ -68,8 +65,10 @@ class LabelStudio(ExportDataset):
         return json_list(label_studio_tasks(examples, text_field=text_field)), 0
 
     @classmethod
-    def prediction_file(cls, examples: Sequence[Example], predicted: Sequence[ScoredSpans], model_version: str) -> str:
-        """Tasks with `predicted` as pre-annotations (`predictions`), for `nlpfw predict --output-format`."""
+    def prediction_file(cls, records: Sequence[dict[str, Any]], model_version: str) -> str:
+        """Tasks with the prediction records' entities as pre-annotations (`predictions`, with their
+        confidences as scores), for `nlpfw predict --output-format label-studio`."""
+        examples, predicted = from_records(records)
         return json_list(label_studio_tasks(examples, predicted, model_version))
 
 

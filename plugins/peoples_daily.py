@@ -53,7 +53,7 @@ class PeoplesDaily(Dataset):
     def splits(self) -> tuple[str, ...]:
         return SPLITS
 
-    def entity_types(self) -> list[str]:
+    def labels(self) -> list[str]:
         return list(ENTITY_TYPES)
 
     def files(self, split: str) -> list[Path]:
@@ -128,7 +128,7 @@ REFERENCE = Reference(
     model={
         "bert-base-chinese+CRF (ref)": {"precision": 0.9862, "recall": 0.9870, "f1": 0.9866, "loss": 0.6073},
     },
-    entities={
+    per_label={
         "bert-base-chinese+CRF (ref)": {
             "LOC": 0.9885, "ORG": 0.9931, "PER": 0.9754, "T": 0.9953, "overall": 0.9866,
         },  # fmt: skip

@@ -25,16 +25,14 @@ class SoftmaxDecoder(Decoder):
     config_model = SoftmaxConfig
     config: SoftmaxConfig
 
-    def __init__(self, config: SoftmaxConfig, input_dim: int, num_tags: int):
-        super().__init__(config, input_dim, num_tags)
-        self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(input_dim, num_tags)
-        self.constraints = BioConstraints(num_tags) if config.constrained else None
+    targets = ("tags",)
+    output_name = "tags"
 
-    def constrain(self, labels: Sequence[str]) -> None:
-        """Learn the tag names, for BIO constraints (when `constrained`); the trainer calls it."""
-        if self.constraints is not None:
-            self.constraints.set_labels(labels)
+    def __init__(self, config: SoftmaxConfig, input_dim: int, labels: Sequence[str], target: str = "tags"):
+        super().__init__(config, input_dim, labels, target)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(input_dim, self.num_labels)
+        self.constraints = BioConstraints(self.labels) if config.constrained else None
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden)).float()
@@ -47,8 +45,8 @@ class SoftmaxDecoder(Decoder):
         logits = self.logits(hidden)
         if self.constraints is None:
             return logits.argmax(dim=-1) * mask
-        zeros = logits.new_zeros(self.num_tags)
-        start, transitions = self.constraints.mask_scores(zeros, logits.new_zeros(self.num_tags, self.num_tags))
+        zeros = logits.new_zeros(self.num_labels)
+        start, transitions = self.constraints.mask_scores(zeros, logits.new_zeros(self.num_labels, self.num_labels))
         return best_paths(start, transitions, zeros, logits.log_softmax(dim=-1), mask.bool())
 
     def marginals(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -56,6 +54,11 @@ class SoftmaxDecoder(Decoder):
         With `constrained`, still the per-character softmax: decoding picks the best valid
         sequence from these, and a tag it picks may not be the most probable one."""
         return self.logits(hidden).softmax(dim=-1) * mask.unsqueeze(2)
+
+    def confidence(self, hidden: torch.Tensor, mask: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """The probability of each tag `decode` chose (`tags` [batch, chars]) by `marginals`:
+        [batch, chars], 0 outside `mask` (for `nlpfw predict --rank uncertainty`)."""
+        return self.marginals(hidden, mask).gather(2, tags.long().unsqueeze(2)).squeeze(2)
 
 
 @hookimpl

@@ -63,18 +63,18 @@ class SplitFilesDataset(Dataset):
             self._loaded[split] = self.read(path, split, self.allowed_types(split))
         return self._loaded[split]
 
-    def entity_types(self) -> list[str]:
+    def labels(self) -> list[str]:
         """`dataset.entity_types` as given, else the sorted types used in train and dev."""
         if self.config.entity_types is not None:
             return list(self.config.entity_types)
         examples = self.load("train") + self.load("dev")
-        return sorted({span.label for example in examples for span in example.spans or ()})
+        return sorted({span.label for example in examples for span in example.gold or ()})
 
     def allowed_types(self, split: str) -> list[str] | None:
         """The types `split` may use, or None for any: train and dev define them when the
         recipe does not, so only a test split is checked against them."""
         if self.config.entity_types is not None or split == "test":
-            return self.entity_types()
+            return self.labels()
         return None
 
     def read(self, path: Path, split: str, entity_types: Sequence[str] | None) -> list[Example]:

@@ -43,7 +43,7 @@ def test_label_studio_pre_annotations_import_back_as_the_same_spans(run_dir, mod
                     "--output", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     tasks = json.loads(out.read_text(encoding="utf-8"))
-    expected = model.predict_spans(pool)
+    expected = model.predictions(pool)
     assert [t["data"] for t in tasks] == [{"text": t, "id": f"p{i}"} for i, t in enumerate(pool)]
     assert sum(len(s) for s in expected) > 20
     for task, spans in zip(tasks, expected):
@@ -61,7 +61,7 @@ def test_label_studio_pre_annotations_import_back_as_the_same_spans(run_dir, mod
     (tmp_path / "export.json").write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
     read = LabelStudio(LabelStudioConfig(path=str(tmp_path), train="export.json", dev="export.json"), tmp_path)
     back = read.read_all(tmp_path / "export.json", "test")
-    assert [e.spans for e in back] == expected and [e.id for e in back] == [f"p{i}" for i in range(len(pool))]
+    assert [e.gold for e in back] == expected and [e.id for e in back] == [f"p{i}" for i in range(len(pool))]
 
 
 def test_doccano_output_imports_back_as_the_same_spans(run_dir, model, pool, tmp_path):
@@ -74,7 +74,7 @@ def test_doccano_output_imports_back_as_the_same_spans(run_dir, model, pool, tmp
     assert [line["text"] for line in lines] == pool
     assert all(0 <= line["confidence"] <= 1 and len(line["entity_confidence"]) == len(line["label"]) for line in lines)
     back = Doccano(DoccanoConfig(path=str(tmp_path), train="pool.jsonl", dev="pool.jsonl"), tmp_path).load("train")
-    assert [e.spans for e in back] == model.predict_spans(pool)
+    assert [e.gold for e in back] == model.predictions(pool)
 
 
 def test_rank_uncertainty_orders_texts_by_confidence(run_dir, model, pool, tmp_path):
@@ -88,7 +88,7 @@ def test_rank_uncertainty_orders_texts_by_confidence(run_dir, model, pool, tmp_p
     assert sorted(r["text"] for r in records) == sorted(pool)
     confidences = [r["confidence"] for r in records]
     assert confidences == sorted(confidences) and 0 < confidences[0] < confidences[-1] <= 1
-    expected = dict(zip(pool, model.predict(pool)))
+    expected = {r["text"]: r["entities"] for r in model.predict(pool)}
     for record in records:
         assert [{k: e[k] for k in ("type", "text", "start", "end")} for e in record["entities"]] == expected[record["text"]]
         assert all(record["confidence"] <= e["confidence"] <= 1 for e in record["entities"])
@@ -99,17 +99,19 @@ def test_rank_uncertainty_orders_texts_by_confidence(run_dir, model, pool, tmp_p
     assert [t["data"]["text"] for t in tasks] == [r["text"] for r in records]
     assert [t["predictions"][0]["score"] for t in tasks] == confidences
     plain = invoke("predict", run_dir, *pool[:2])
-    assert [json.loads(line) for line in plain.output.splitlines()] == [{"text": t, "entities": e} for t, e in
-                                                                       zip(pool[:2], model.predict(pool[:2]))]  # fmt: skip
+    assert [json.loads(line) for line in plain.output.splitlines()] == model.predict(pool[:2])
 
 
 def test_scores_of_long_texts_come_from_the_window_that_owns_each_character(model, pool):
     long = ["".join(pool[i : i + 6]) for i in range(0, 60, 6)]
     assert max(len(t) for t in long) > model.model.encoder.max_chars  # windowed
     scored = scored_predictions(model, long, batch_size=4)
-    assert [s.spans for s in scored] == model.predict_spans(long)
-    for item in scored:
-        assert len(item.scores) == len(item.spans) and all(item.score <= x <= 1 for x in item.scores)
+    assert [s.prediction for s in scored] == model.predictions(long)
+    assert [{"text": t, **s.fields} for t, s in zip(long, scored)] != model.predict(long)  # confidences added
+    for text, item, record in zip(long, scored, model.predict(long)):
+        entities = item.fields["entities"]
+        assert [{k: e[k] for k in ("type", "text", "start", "end")} for e in entities] == record["entities"]
+        assert all(item.score <= e["confidence"] <= 1 for e in entities)
     assert scored_predictions(model, long[:1])[0].score == scored[0].score  # batching changes nothing
 
 
@@ -120,20 +122,23 @@ def test_rank_needs_a_decoder_with_probabilities(model, monkeypatch):
     from nlpfw.annotate import predictions
 
     span_decoder = SimpleNamespace(target="spans")
-    fake = SimpleNamespace(model=SimpleNamespace(decoder=span_decoder), recipe=SimpleNamespace(decoder=SimpleNamespace(type="global_pointer.v1")))
-    with pytest.raises(NlpfwError, match=r"^decoder global_pointer\.v1 gives no tag probabilities, so texts cannot be scored; "
-                                         r"confidence needs a tag decoder with marginals \(crf\.v1, softmax\.v1\)$"):  # fmt: skip
+    recipe = SimpleNamespace(decoder=SimpleNamespace(type="global_pointer.v1"), task=SimpleNamespace(type="ner.v1"))
+    fake = SimpleNamespace(model=SimpleNamespace(decoder=span_decoder), task=model.task, recipe=recipe)
+    with pytest.raises(NlpfwError, match=r"^decoder global_pointer\.v1 with task ner\.v1 gives no probabilities, so texts "
+                                         r"cannot be scored; confidence needs a decoder and a task with a confidence method "
+                                         r"\(crf\.v1 or softmax\.v1 with ner\.v1\)$"):  # fmt: skip
         scored_predictions(fake, ["张三"])
-    # Label Studio output without probabilities: the spans, no scores
-    monkeypatch.setattr(type(model.model.decoder), "marginals", None)
+    # Label Studio output without probabilities: the entities, no scores
+    monkeypatch.setattr(type(model.model.decoder), "confidence", None)
     plain = predictions(model, ["张三在北京"], 8, scored=True)
-    assert plain[0].spans == model.predict_spans(["张三在北京"])[0] and plain[0].scores is None and plain[0].score is None
+    assert plain[0].prediction == model.predictions(["张三在北京"])[0] and plain[0].score is None
+    assert {"text": "张三在北京", **plain[0].fields} == model.predict(["张三在北京"])[0]
 
 
 def test_cluener_submission_refuses_other_output_formats(run_dir):
     result = CliRunner().invoke(cli, ["predict", str(run_dir), "--cluener-submission", "--output-format", "doccano"])
     assert result.exit_code == 1
-    assert "Error: --cluener-submission writes its own format; leave out --output-format and --rank" in result.output
+    assert "Error: --submission writes its own format; leave out --output-format and --rank" in result.output
 
 
 # --- convert ---------------------------------------------------------------------------------
@@ -151,8 +156,8 @@ def test_convert_between_every_format_keeps_every_span(tmp_path):
         current = tmp_path / name
     read = LabelStudio(LabelStudioConfig(path=str(tmp_path), train="d.json", dev="d.json"), tmp_path)
     original = LabelStudio(LabelStudioConfig(path=str(source.parent), train="export.json", dev="export.json"), source.parent)
-    assert [(e.text, e.spans) for e in read.read_all(current, "test")] == [
-        (e.text, e.spans) for e in original.read_all(source, "test")
+    assert [(e.text, e.gold) for e in read.read_all(current, "test")] == [
+        (e.text, e.gold) for e in original.read_all(source, "test")
     ]
     result = invoke("convert", source, tmp_path / "e.txt", "--to", "conll-bioes")
     assert result.exit_code == 0, result.output
@@ -211,7 +216,7 @@ def test_active_learning_rounds_label_the_least_confident_texts(data_root, tmp_p
         for task in trained[60:]:  # corrected from the gold spans, as an annotator would
             example = gold[task["data"]["id"]]
             spans = [(r["value"]["start"], r["value"]["end"], r["value"]["labels"][0]) for r in task["annotations"][0]["result"]]
-            assert spans == [(s.start, s.end, s.label) for s in example.spans]
+            assert spans == [(s.start, s.end, s.label) for s in example.gold]
     # the uncertainty strategy took the top of the last ranking it saw: the 30 least confident texts
     ranked = json.loads((tmp_path / "uncertainty-seed3" / "pool_tasks.json").read_text(encoding="utf-8"))
     scores = [t["predictions"][0]["score"] for t in ranked]

@@ -39,7 +39,7 @@ def doccano(name: str = "export.jsonl", folder: Path = FIXTURES / "doccano", **o
 
 
 def surfaces(examples: list[Example]) -> dict:
-    return {e.id: [(s.label, s.start, s.end, s.text_in(e.text)) for s in e.spans] for e in examples}
+    return {e.id: [(s.label, s.start, s.end, s.text_in(e.text)) for s in e.gold] for e in examples}
 
 
 T2 = "😀张伟在ＣＳＯＬ里 玩游戏🎮，住在\u3000北京市 海淀区。"
@@ -61,7 +61,7 @@ def test_label_studio_export_reads_the_latest_annotation_of_each_task():
     }  # 105 (never annotated) and 106 (only a cancelled annotation) are not in train
     assert examples[1].text == T2
     test = label_studio(test="export.json").load("test")
-    assert [(e.id, e.spans is None) for e in test] == [(101, False), (102, False), (103, False), (104, False),
+    assert [(e.id, e.gold is None) for e in test] == [(101, False), (102, False), (103, False), (104, False),
                                                        (105, True), (106, True), (107, False)]  # fmt: skip
 
 
@@ -117,7 +117,7 @@ def test_a_bad_label_studio_task_names_the_file_and_task(tmp_path, task, message
         label_studio(folder=tmp_path).load("train")
     dataset = label_studio(folder=tmp_path, on_error="skip")
     examples = dataset.load("train")
-    assert examples[0].text == "上海" and examples[0].spans == [Span(0, 2, "LOC")]
+    assert examples[0].text == "上海" and examples[0].gold == [Span(0, 2, "LOC")]
     assert len(dataset.skipped) == 1 and "export.json:task 2" in dataset.skipped[0]
 
 
@@ -184,7 +184,7 @@ def test_a_bad_doccano_line_names_the_file_and_line(tmp_path, line, message):
     with pytest.raises(DataError, match=rf"export\.jsonl:2: {message}.* \(set dataset\.on_error = \"skip\""):
         doccano(folder=tmp_path).load("train")
     dataset = doccano(folder=tmp_path, on_error="skip")
-    assert dataset.load("train")[0].spans == [Span(0, 2, "LOC")]
+    assert dataset.load("train")[0].gold == [Span(0, 2, "LOC")]
     assert len(dataset.skipped) == 1 and dataset.skipped[0].startswith(f"{tmp_path / 'export.jsonl'}:2: ")
 
 
@@ -253,9 +253,9 @@ def test_fixture_exports_round_trip_through_every_writer(tmp_path):
     (tmp_path / "ls.json").write_text(json.dumps(label_studio_tasks(examples), ensure_ascii=False), encoding="utf-8")
     (tmp_path / "d.jsonl").write_text(json_lines(doccano_records(examples)), encoding="utf-8")
     again = label_studio("ls.json", tmp_path).read_all(tmp_path / "ls.json", "test")
-    assert [(e.id, e.text, e.spans) for e in again] == [(e.id, e.text, e.spans) for e in examples]
+    assert [(e.id, e.text, e.gold) for e in again] == [(e.id, e.text, e.gold) for e in examples]
     back = doccano("d.jsonl", tmp_path).read_all(tmp_path / "d.jsonl", "test")
-    assert [(e.id, e.text, e.spans) for e in back] == [(e.id, e.text, e.spans) for e in examples]
+    assert [(e.id, e.text, e.gold) for e in back] == [(e.id, e.text, e.gold) for e in examples]
     assert detect_format(tmp_path / "ls.json") == "label-studio" and detect_format(tmp_path / "d.jsonl") == "doccano"
     # doccano writes UTF-16 offsets, as the tool reads them
     second = json.loads((tmp_path / "d.jsonl").read_text(encoding="utf-8").splitlines()[1])
@@ -283,6 +283,6 @@ def test_cluener_train_and_dev_round_trip_through_label_studio_and_doccano(cluen
         for split, examples in cluener.items():
             back = dataset.load(split)
             assert [e.text for e in back] == [e.text for e in examples]
-            assert [e.spans for e in back] == [e.spans for e in examples]  # every span, the nested pair in train too
-            assert sum(len(e.spans) for e in back) == sum(len(e.spans) for e in examples) > 2_000
+            assert [e.gold for e in back] == [e.gold for e in examples]  # every span, the nested pair in train too
+            assert sum(len(e.gold) for e in back) == sum(len(e.gold) for e in examples) > 2_000
         assert dataset.skipped == []

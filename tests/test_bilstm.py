@@ -143,3 +143,25 @@ def test_bigrams_of_the_training_texts_have_their_own_vectors(tmp_path):
     assert loaded.bigrams == encoder.bigrams
     loaded.load_state_dict(encoder.state_dict())
     torch.testing.assert_close(loaded(ids, mask), after, rtol=0, atol=0)
+
+
+def test_the_export_path_gives_the_packed_lstms_output_and_searchsorted():
+    """Exporting to ONNX runs the BiLSTM unpacked and the bigram lookup as a fixed binary search:
+    both must give exactly what the training path gives."""
+    from nlpfw_plugins.bilstm import binary_search, unpacked_bilstm
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 5, num_layers=2, batch_first=True, bidirectional=True).eval()
+    x = torch.randn(4, 9, 6)
+    mask = torch.arange(9) < torch.tensor([9, 1, 5, 8]).unsqueeze(1)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, mask.sum(1), batch_first=True, enforce_sorted=False)
+    expected, _ = torch.nn.utils.rnn.pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=9)
+    with torch.no_grad():
+        torch.testing.assert_close(unpacked_bilstm(lstm, x, mask), expected, atol=1e-6, rtol=1e-5)
+    generator = torch.Generator().manual_seed(1)
+    for size in (0, 1, 2, 3, 7, 1000, 4097):
+        for _ in range(10):
+            table = torch.randint(0, 50_000, (size,), generator=generator).unique()
+            keys = torch.randint(-5, 50_010, (4, 33), generator=generator)
+            keys[0, : min(size, 33)] = table[:33]  # exact hits too
+            assert torch.equal(binary_search(table, keys), torch.searchsorted(table, keys)), size

@@ -14,10 +14,10 @@ from nlpfw_plugins.cluener import SHA256, Cluener, CluenerConfig
 def test_splits_and_counts(data_root):
     dataset = Cluener(CluenerConfig(), data_root)
     test = dataset.load("test")
-    assert len(test) == 1345 and all(e.spans is None for e in test)
+    assert len(test) == 1345 and all(e.gold is None for e in test)
     assert (test[0].id, test[2].text) == (0, "销售冠军：辐射3-Bethesda")
     dev = dataset.load("dev")
-    assert sum(len(e.spans) for e in dev) == 3072
+    assert sum(len(e.gold) for e in dev) == 3072
     with pytest.raises(DataError, match="cluener has no split 'valid'; splits: train, dev, test"):
         dataset.load("valid")
 

@@ -51,11 +51,11 @@ def test_a_tag_that_is_not_bio_is_named():
 
 def test_every_gold_tag_sequence_of_cluener_dev_is_allowed(data_root):
     dev = Cluener(CluenerConfig(), data_root).load("dev")
-    task = NerTask(NerConfig(), Cluener(CluenerConfig(), data_root).entity_types())
-    start, transitions = bio_constraints(task.labels)
+    task = NerTask(NerConfig(), Cluener(CluenerConfig(), data_root).labels())
+    start, transitions = bio_constraints(task.tags)
     entities = 0
     for example in dev:
-        kept, _ = task.flat_spans(example.spans)
+        kept, _ = task.flat_spans(example.gold)
         tags = task.tag_ids(len(example.text), kept).tolist()
         assert start[tags[0]] and all(transitions[a, b] for a, b in zip(tags, tags[1:])), example.text
         entities += len(kept)
@@ -78,8 +78,7 @@ def brute_force(start, transitions, end, emissions, allowed_start, allowed) -> l
 
 def test_constrained_crf_decoding_is_the_best_valid_path():
     generator = torch.Generator().manual_seed(0)
-    constraints = BioConstraints(len(LABELS))
-    constraints.set_labels(LABELS)
+    constraints = BioConstraints(LABELS)
     crf = CRF(len(LABELS), batch_first=True)
     invalid_unconstrained = 0
     for _ in range(30):
@@ -103,8 +102,7 @@ def test_constrained_crf_decoding_is_the_best_valid_path():
 
 
 def test_constrained_softmax_decoding_is_the_most_probable_valid_sequence():
-    decoder = SoftmaxDecoder(SoftmaxConfig(constrained=True, dropout=0.0), 6, len(LABELS)).eval()
-    decoder.constrain(LABELS)
+    decoder = SoftmaxDecoder(SoftmaxConfig(constrained=True, dropout=0.0), 6, LABELS).eval()
     generator = torch.Generator().manual_seed(1)
     hidden = torch.randn(20, 4, 6, generator=generator) * 3
     mask = torch.ones(20, 4, dtype=torch.bool)
@@ -135,10 +133,9 @@ def test_an_invalid_real_sequence_is_repaired():
     emissions[0, 1, LABELS.index("B-name")] = 1.0  # the runner-up at the stray I-
     mask = torch.ones(1, 4, dtype=torch.bool)
     for decoder in (
-        CrfDecoder(CrfConfig(constrained=True), 4, len(LABELS)),
-        SoftmaxDecoder(SoftmaxConfig(constrained=True), 4, len(LABELS)),
+        CrfDecoder(CrfConfig(constrained=True), 4, LABELS),
+        SoftmaxDecoder(SoftmaxConfig(constrained=True), 4, LABELS),
     ):
-        decoder.constrain(LABELS)
         if isinstance(decoder, CrfDecoder):
             torch.nn.init.zeros_(decoder.crf.transitions)
             torch.nn.init.zeros_(decoder.crf.start_transitions)
@@ -160,7 +157,7 @@ def test_a_constrained_model_keeps_its_constraints_when_saved_and_loaded(decoder
     result = CliRunner().invoke(cli, args + [x for o in overrides for x in ("--set", o)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     loaded = load_model(tmp_path / "run", registry)
-    labels = json.loads((tmp_path / "run" / "model" / "labels.json").read_text())["labels"]
+    labels = json.loads((tmp_path / "run" / "model" / "labels.json").read_text())["target_labels"]
     start, transitions = bio_constraints(labels)
     assert torch.equal(loaded.model.decoder.constraints.start, start)
     assert torch.equal(loaded.model.decoder.constraints.transitions, transitions)

@@ -66,7 +66,7 @@ def test_edge_shapes():
 
 
 def test_decoder_decodes_in_fp32_under_autocast_on_the_input_device():
-    decoder = CrfDecoder(CrfConfig(dropout=0.0), 8, 41).eval()
+    decoder = CrfDecoder(CrfConfig(dropout=0.0), 8, [f"t{i}" for i in range(41)]).eval()
     hidden = torch.randn(6, 20, 8)
     mask = torch.arange(20) < torch.tensor([20, 1, 5, 19, 20, 7]).unsqueeze(1)
     with torch.no_grad():

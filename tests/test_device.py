@@ -97,7 +97,7 @@ def test_cpu_threads_stay_within_the_available_cores(monkeypatch) -> None:
 def test_cpu_autocast_keeps_the_crf_in_float32() -> None:
     from nlpfw_plugins.crf import CrfConfig, CrfDecoder
 
-    decoder = CrfDecoder(CrfConfig(), 8, 5)
+    decoder = CrfDecoder(CrfConfig(), 8, [f"t{i}" for i in range(5)])
     hidden = torch.randn(2, 4, 8)
     mask = torch.ones(2, 4, dtype=torch.bool)
     with autocast(torch.device("cpu"), torch.bfloat16):

@@ -12,9 +12,9 @@ from test_predict import MIXED, check_offsets
 import nlpfw
 from nlpfw.cli import cli
 from nlpfw.errors import NlpfwError
-from nlpfw.export import OnnxTagger, export_onnx
+from nlpfw.export import OnnxModel, export_onnx
 from nlpfw.interfaces import Example
-from nlpfw.model import predict_spans
+from nlpfw.model import predict_split
 from nlpfw_plugins.cluener import Cluener, CluenerConfig
 
 
@@ -28,15 +28,15 @@ def exported(run_dir, tmp_path_factory):
 
 
 def onnx_spans(model, path, texts):
-    spans, _, _ = predict_spans(OnnxTagger(path), model.task, model.encode([Example(t) for t in texts]), 64, model.device)
+    spans, _, _ = predict_split(OnnxModel(path, model.model.decoder), model.task, model.encode([Example(t) for t in texts]), 64, model.device)
     return spans
 
 
 def test_export_writes_the_graph_and_its_labels(exported, run_dir):
     model = nlpfw.load(run_dir)
     sidecar = json.loads(exported.with_name("tagger.onnx.json").read_text(encoding="utf-8"))
-    assert sidecar["labels"] == model.task.labels and sidecar["labels"][0] == "O"
-    assert sidecar["entity_types"] == model.task.entity_types
+    assert sidecar["labels"] == model.task.tags and sidecar["labels"][0] == "O"
+    assert sidecar["task_labels"] == model.task.entity_types and sidecar["target"] == "tags" and sidecar["output"] == "tags"
     assert sidecar["decoder"] == "crf.v1" and sidecar["max_chars"] == model.model.encoder.max_chars
     assert sidecar["window"] == model.model.encoder.max_chars and 0 < sidecar["stride"] < sidecar["window"]
     assert exported.stat().st_size > 100_000  # the weights are inside the one file
@@ -49,7 +49,7 @@ def test_onnx_gives_exactly_the_models_entities_on_cluener_dev(exported, run_dir
     # mixed scripts, an empty text, and texts longer than the 126-character window
     long_texts = [("张伟在上海浦东新区的华为公司担任高级工程师。" * 20)[:n] for n in (127, 300, 1000)]
     texts = [e.text for e in dev] + MIXED + long_texts
-    expected = model.predict_spans(texts)
+    expected = model.predictions(texts)
     got = onnx_spans(model, exported, texts)
     assert got == expected
     assert sum(len(s) for s in got[: len(dev)]) > 300  # a trained model: real entities to compare
@@ -66,5 +66,14 @@ def test_export_errors(run_dir, tmp_path, registry, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: importing it fails
     with pytest.raises(NlpfwError, match=r"ONNX export needs onnx, onnxscript, onnxruntime: pip install 'nlpfw\[onnx\]'"):
+        export_onnx(run_dir, tmp_path / "x.onnx", registry)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_decoder_that_cannot_be_exported_is_refused(run_dir, tmp_path, registry, monkeypatch):
+    from nlpfw_plugins.crf import CrfDecoder
+
+    monkeypatch.setattr(CrfDecoder, "exportable", False)  # as a span decoder declares
+    with pytest.raises(NlpfwError, match=r"crf.v1 cannot be exported to ONNX: its output \(tags\) has a size that depends on the data$"):
         export_onnx(run_dir, tmp_path / "x.onnx", registry)
     assert not (tmp_path / "x.onnx").exists()

@@ -92,8 +92,7 @@ def test_constrained_marginals_cover_only_the_allowed_paths():
 @pytest.mark.parametrize("constrained", [False, True])
 def test_crf_decoder_marginals_and_the_decoded_path(constrained):
     torch.manual_seed(3)
-    decoder = CrfDecoder(CrfConfig(constrained=constrained, dropout=0.0), input_dim=6, num_tags=len(LABELS)).eval()
-    decoder.constrain(LABELS)
+    decoder = CrfDecoder(CrfConfig(constrained=constrained, dropout=0.0), input_dim=6, labels=LABELS, target="tags").eval()
     with torch.no_grad():
         for param in (decoder.crf.start_transitions, decoder.crf.end_transitions, decoder.crf.transitions):
             param.normal_()
@@ -121,7 +120,7 @@ def test_crf_decoder_marginals_and_the_decoded_path(constrained):
 
 def test_softmax_marginals_are_its_probabilities():
     torch.manual_seed(5)
-    decoder = SoftmaxDecoder(SoftmaxConfig(dropout=0.0), input_dim=6, num_tags=5).eval()
+    decoder = SoftmaxDecoder(SoftmaxConfig(dropout=0.0), input_dim=6, labels=["O", "B-A", "I-A", "B-B", "I-B"], target="tags").eval()
     hidden = torch.randn(2, 3, 6)
     mask = torch.tensor([[1, 1, 1], [1, 0, 0]], dtype=torch.bool)
     with torch.no_grad():

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from nlpfw.interfaces import Span
-from nlpfw.metrics import score_spans, seqeval_scores
-from nlpfw.tags import PREFIXES, TagError, read_spans
+from nlpfw_plugins.span_metrics import score_spans, seqeval_scores
+from nlpfw_plugins.tags import PREFIXES, TagError, read_spans
 from nlpfw_plugins.ner import spans_from_tags
 
 

@@ -31,8 +31,10 @@ def vocab_ids(vocab):
 
 def round_trip(task, encoder, example):
     feature = task.encode(example, encoder)
-    assert len(feature["input_ids"]) == len(example.text)
-    return task.spans(example.text, feature["tags"]), feature["dropped"]
+    assert len(feature.columns["input_ids"]) == len(example.text)
+    _, dropped = task.flat_spans(example.gold)
+    assert feature.dropped == len(dropped) and feature.annotations == len(example.gold)
+    return task.spans(example.text, feature.columns["tags"]), dropped
 
 
 @pytest.mark.parametrize("split", ["train", "dev"])
@@ -42,7 +44,7 @@ def test_every_cluener_gold_span_survives_the_round_trip(split, task, encoder, d
     total, dropped_all = 0, []
     for example in examples:
         spans, dropped = round_trip(task, encoder, example)
-        kept = sorted(set(example.spans) - set(dropped))
+        kept = sorted(set(example.gold) - set(dropped))
         assert spans == kept, example.text
         total += len(spans)
         dropped_all += [(example.text, d) for d in dropped]
@@ -92,18 +94,18 @@ def test_strict_iob2_reading_of_tags():
 
 
 def test_labels_and_collate(task, encoder):
-    assert task.labels[:3] == ["O", "B-address", "I-address"] and len(task.labels) == 21
-    features = [task.encode(Example(t, [Span(0, 2, "name")]), encoder) for t in ("张三说", "李四")]
+    assert task.tags[:3] == ["O", "B-address", "I-address"] and len(task.tags) == 21
+    features = [task.encode(Example(t, [Span(0, 2, "name")]), encoder).as_window() for t in ("张三说", "李四")]
     batch = task.collate(features)
     assert batch["input_ids"].shape == (2, 3)
     assert batch["mask"].tolist() == [[True, True, True], [True, True, False]]
     assert batch["tags"].tolist() == [[13, 14, 0], [13, 14, 0]]
-    unlabelled = task.collate([task.encode(Example("张三"), encoder)])
+    unlabelled = task.collate([task.encode(Example("张三"), encoder).as_window()])
     assert "tags" not in unlabelled
 
 
 def test_encoder_output_is_one_vector_per_character(encoder, task):
-    features = [task.encode(Example(t), encoder) for t in ("一二三四", "五")]
+    features = [task.encode(Example(t), encoder).as_window() for t in ("一二三四", "五")]
     batch = task.collate(features)
     encoder.eval()
     with torch.no_grad():
@@ -120,7 +122,7 @@ def test_bilstm_on_top_changes_the_output_size(vocab, data_root, task):
         bilstm=True, lstm_hidden_size=8,
     )  # fmt: skip
     encoder = BertEncoder.from_config(config, data_root)
-    batch = task.collate([task.encode(Example(t), encoder) for t in ("一二三", "四")])
+    batch = task.collate([task.encode(Example(t), encoder).as_window() for t in ("一二三", "四")])
     assert encoder(batch["input_ids"], batch["mask"]).shape == (2, 3, 16)
 
 
@@ -142,6 +144,6 @@ def test_cluener_bad_span_names_file_and_line(tmp_path, data_root):
 def test_scoring_mode_decides_how_predicted_tags_are_read():
     strict = NerTask(NerConfig(), ["LOC", "T"])
     lenient = NerTask(NerConfig(scoring="conlleval"), ["LOC", "T"])
-    ids = [strict.labels.index(t) for t in ["B-LOC", "I-LOC", "I-T", "I-T", "O", "I-LOC"]]
+    ids = [strict.tags.index(t) for t in ["B-LOC", "I-LOC", "I-T", "I-T", "O", "I-LOC"]]
     assert strict.spans("平壤1月x京", ids) == [Span(0, 2, "LOC")]
     assert lenient.spans("平壤1月x京", ids) == [Span(0, 2, "LOC"), Span(2, 4, "T"), Span(5, 6, "LOC")]

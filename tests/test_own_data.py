@@ -12,7 +12,7 @@ from test_training import run_cli
 
 from nlpfw.errors import DataError
 from nlpfw.interfaces import Span
-from nlpfw.tags import bio_tags
+from nlpfw_plugins.tags import bio_tags
 from nlpfw_plugins.cluener import Cluener, CluenerConfig
 from nlpfw_plugins.conll import Conll, ConllConfig
 from nlpfw_plugins.jsonl_spans import JsonlSpans, JsonlSpansConfig
@@ -36,7 +36,7 @@ def jsonl(folder: Path, **options) -> JsonlSpans:
 
 
 def spans_of(example) -> list[tuple[str, str]]:
-    return [(s.text_in(example.text), s.label) for s in example.spans]
+    return [(s.text_in(example.text), s.label) for s in example.gold]
 
 
 # --- conll.v1 ------------------------------------------------------------------------------
@@ -48,9 +48,9 @@ def test_conll_bio_one_character_per_line(tmp_path):
     folder = write(tmp_path / "c", train_txt=CHINESE_BIO, dev_txt="上\tB-LOC\n海\tI-LOC\n\n")
     dataset = conll(folder)
     first, last = dataset.load("train")
-    assert (first.text, first.spans) == ("我在北京1日", [Span(2, 4, "LOC"), Span(4, 6, "T")])  # I-T starts an entity
+    assert (first.text, first.gold) == ("我在北京1日", [Span(2, 4, "LOC"), Span(4, 6, "T")])  # I-T starts an entity
     assert (last.text, spans_of(last), last.id) == ("张三", [("张三", "PER")], 8)  # the last sentence, B_PER read as B-PER
-    assert dataset.entity_types() == ["LOC", "PER", "T"]  # sorted, from train and dev
+    assert dataset.labels() == ["LOC", "PER", "T"]  # sorted, from train and dev
     assert dataset.splits() == ("train", "dev") and dataset.files("dev") == [folder / "dev.txt"]
 
 
@@ -63,7 +63,7 @@ def test_conll_2003_four_columns_with_spaces_and_a_word_separator(tmp_path):
     folder = write(tmp_path / "c", train_txt=text, dev_txt=text)
     first, second = conll(folder, separator=" ").load("train")
     assert first.text == "EU rejects German call"
-    assert first.spans == [Span(0, 2, "ORG"), Span(11, 17, "MISC")] and spans_of(first) == [("EU", "ORG"), ("German", "MISC")]
+    assert first.gold == [Span(0, 2, "ORG"), Span(11, 17, "MISC")] and spans_of(first) == [("EU", "ORG"), ("German", "MISC")]
     assert (second.text, spans_of(second)) == ("Peter Blackburn", [("Peter Blackburn", "PER")])
 
 
@@ -103,7 +103,7 @@ def test_conll_skip_counts_each_problem(tmp_path):
     path = folder / "train.txt"
     assert [item.split(": ")[0] for item in dataset.skipped] == [f"{path}:3", f"{path}:4", f"{path}:6"]
     assert dataset.skipped[2] == f"{path}:6: unknown entity type 'BAD'; entity types: PER"
-    assert dataset.entity_types() == ["PER"]
+    assert dataset.labels() == ["PER"]
 
 
 def test_conll_splits_limits_and_missing_files(tmp_path):
@@ -131,11 +131,11 @@ def test_a_relative_data_root_is_applied_once(tmp_path, monkeypatch):
 def test_conll_reads_peoples_daily_train_txt(data_root):
     dataset = Conll(ConllConfig(path="people_daily_2014"), data_root)
     train = dataset.load("train")
-    assert len(train) == 21_061 and dataset.entity_types() == ["LOC", "ORG", "PER", "T"]
-    assert Counter(s.label for e in train for s in e.spans) == {"PER": 17_811, "LOC": 18_563, "ORG": 1_370, "T": 17_056}
+    assert len(train) == 21_061 and dataset.labels() == ["LOC", "ORG", "PER", "T"]
+    assert Counter(s.label for e in train for s in e.gold) == {"PER": 17_811, "LOC": 18_563, "ORG": 1_370, "T": 17_056}
     dev = dataset.load("dev")
     assert len(dev) == 5_265
-    assert Counter(s.label for e in dev for s in e.spans) == {"PER": 4_367, "LOC": 4_526, "ORG": 280, "T": 4_248}
+    assert Counter(s.label for e in dev for s in e.gold) == {"PER": 4_367, "LOC": 4_526, "ORG": 280, "T": 4_248}
 
 
 # --- jsonl_spans.v1 ------------------------------------------------------------------------
@@ -156,18 +156,18 @@ def test_jsonl_both_forms(tmp_path):
     folder = write(tmp_path / "j", train_jsonl=train, dev_jsonl=dev)
     dataset = jsonl(folder)
     cluener, simple, empty = dataset.load("train")
-    assert (cluener.id, cluener.spans) == (7, [Span(0, 4, "company"), Span(9, 12, "name")])
+    assert (cluener.id, cluener.gold) == (7, [Span(0, 4, "company"), Span(9, 12, "name")])
     assert spans_of(cluener) == [("浙商银行", "company"), ("叶老桂", "name")]
-    assert (simple.text, simple.spans, simple.id) == ("Ada Lovelace wrote", [Span(0, 12, "PER")], None)
-    assert empty.spans == [] and dataset.skipped == []
-    assert dataset.entity_types() == ["LOC", "PER", "company", "name"]
+    assert (simple.text, simple.gold, simple.id) == ("Ada Lovelace wrote", [Span(0, 12, "PER")], None)
+    assert empty.gold == [] and dataset.skipped == []
+    assert dataset.labels() == ["LOC", "PER", "company", "name"]
 
 
 def test_jsonl_test_split_may_be_unlabelled(tmp_path):
     plain = lines({"text": "北京", "spans": []})
     folder = write(tmp_path / "j", train_jsonl=plain, dev_jsonl=plain, test_jsonl=lines({"id": "a", "text": "上海"}))
     [example] = jsonl(folder, test="test.jsonl").load("test")
-    assert (example.id, example.text, example.spans) == ("a", "上海", None)
+    assert (example.id, example.text, example.gold) == ("a", "上海", None)
     message = r"train.jsonl:1: no 'label' or 'spans' \(a train or dev line needs one; 'spans': \[\] for none\)"
     with pytest.raises(DataError, match=message):
         jsonl(write(tmp_path / "k", train_jsonl=lines({"text": "上海"}), dev_jsonl="")).load("train")
@@ -232,8 +232,8 @@ def test_jsonl_skip_drops_only_the_bad_span(tmp_path, record, message):
     folder = write(tmp_path / "j", train_jsonl=lines(record), dev_jsonl="")
     dataset = jsonl(folder, on_error="skip")
     [example] = dataset.load("train")
-    assert example.text == "北京大学" and len(example.spans) == 1  # each record has one good span and one bad
-    assert example.spans[0].label in ("LOC", "ORG") and example.spans[0].start == 0
+    assert example.text == "北京大学" and len(example.gold) == 1  # each record has one good span and one bad
+    assert example.gold[0].label in ("LOC", "ORG") and example.gold[0].start == 0
     [skipped] = dataset.skipped
     assert re.match(rf"{re.escape(str(folder / 'train.jsonl'))}:1: {message}", skipped)
 
@@ -244,7 +244,7 @@ def test_jsonl_overlaps_keep_the_longer_then_the_earlier(tmp_path):
     folder = write(tmp_path / "j", train_jsonl=lines(record, record), dev_jsonl="")
     dataset = jsonl(folder, on_error="skip")
     first, _ = dataset.load("train")
-    assert first.spans == [Span(0, 4, "ORG"), Span(5, 7, "X")]  # PER overlaps the longer ORG; Y is later than X
+    assert first.gold == [Span(0, 4, "ORG"), Span(5, 7, "X")]  # PER overlaps the longer ORG; Y is later than X
     assert [item.split(": ", 1)[1] for item in dataset.skipped[:3]] == [
         "PER span [3, 6) '学的张' overlaps ORG span [0, 4) '北京大学' (flat tags hold one entity per character)",
         "LOC span [0, 2) '北京' overlaps ORG span [0, 4) '北京大学' (flat tags hold one entity per character)",
@@ -256,17 +256,17 @@ def test_jsonl_overlaps_keep_the_longer_then_the_earlier(tmp_path):
 def test_jsonl_duplicate_spans_are_one(tmp_path):
     record = {"text": "北京", "label": {"LOC": {"北京": [[0, 1], [0, 1]]}}, "spans_note": "ignored"}
     [example] = jsonl(write(tmp_path / "j", train_jsonl=lines(record), dev_jsonl="")).load("train")
-    assert example.spans == [Span(0, 2, "LOC")]
+    assert example.gold == [Span(0, 2, "LOC")]
 
 
 def test_jsonl_entity_types_set_or_from_the_data(tmp_path):
     train = lines({"text": "北京张三", "spans": [{"start": 0, "end": 2, "label": "LOC"}, {"start": 2, "end": 4, "label": "PER"}]})
     folder = write(tmp_path / "j", train_jsonl=train, dev_jsonl=lines({"text": "微软", "label": {"ORG": {"微软": [[0, 1]]}}}))
-    assert jsonl(folder).entity_types() == ["LOC", "ORG", "PER"]
+    assert jsonl(folder).labels() == ["LOC", "ORG", "PER"]
     with pytest.raises(DataError, match=r"train.jsonl:1: PER span \[2, 4\): unknown entity type 'PER'; entity types: LOC, ORG"):
         jsonl(folder, entity_types=["LOC", "ORG"]).load("train")
     dataset = jsonl(folder, entity_types=["ORG", "LOC"], on_error="skip")
-    assert dataset.load("train")[0].spans == [Span(0, 2, "LOC")] and dataset.entity_types() == ["ORG", "LOC"]
+    assert dataset.load("train")[0].gold == [Span(0, 2, "LOC")] and dataset.labels() == ["ORG", "LOC"]
 
 
 # --- end to end ----------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_cli_trains_on_conll_files(tmp_path, data_root):
     for name, examples in zip(("train.txt", "dev.txt"), cluener_slice(data_root)):
         with (folder / name).open("w", encoding="utf-8") as file:
             for e in examples:
-                file.writelines(f"{c}\t{t}\n" for c, t in zip(e.text, bio_tags(len(e.text), e.spans)))
+                file.writelines(f"{c}\t{t}\n" for c, t in zip(e.text, bio_tags(len(e.text), e.gold)))
                 file.write("\n")
     output = train_cli(tmp_path, "dataset.type=conll.v1", f"dataset.path={folder}")
     report = json.loads((output / "report.json").read_text(encoding="utf-8"))
@@ -306,10 +306,10 @@ def test_cli_trains_on_conll_files(tmp_path, data_root):
 
 def test_cli_trains_on_jsonl_files(tmp_path, data_root):
     train, dev = cluener_slice(data_root)
-    simple = [{"text": e.text, "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in e.spans]} for e in train]
+    simple = [{"text": e.text, "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in e.gold]} for e in train]
     cluener = [{"text": e.text, "label": {}} for e in dev]
     for record, e in zip(cluener, dev):
-        for s in e.spans:
+        for s in e.gold:
             record["label"].setdefault(s.label, {}).setdefault(s.text_in(e.text), []).append([s.start, s.end - 1])
     folder = write(tmp_path / "jsonl", train_jsonl=lines(*simple), dev_jsonl=lines(*cluener))
     with (folder / "train.jsonl").open("a", encoding="utf-8") as file:

@@ -12,7 +12,7 @@ import pytest
 from nlpfw.errors import DataError
 from nlpfw.interfaces import Span
 from nlpfw.report import render_text, result_tables
-from nlpfw.tags import read_spans
+from nlpfw_plugins.tags import read_spans
 from nlpfw_plugins.peoples_daily import ENTITY_TYPES, PeoplesDaily, PeoplesDailyConfig
 
 FOLDER = "people_daily_2014"
@@ -59,25 +59,25 @@ def test_the_split_is_exactly_train_txt_and_dev_txt(corpus, data_root, split):
     targets = (data_root / FOLDER / "target_BIO_2014_corpus.txt").read_text(encoding="utf-8").splitlines()
     for example, (_, tags) in zip(examples, expected):
         assert targets[example.id - 1].replace("_", "-").split() == tags  # id: the line of the pair
-        assert example.spans == read_spans(tags, mode="conlleval")
+        assert example.gold == read_spans(tags, mode="conlleval")
 
 
 def test_counts_and_entities_are_the_readme_table(corpus):
     train, dev = corpus.load("train"), corpus.load("dev")
     assert (len(train), len(dev)) == (21_061, 5_265)
-    assert Counter(s.label for e in train for s in e.spans) == {"PER": 17_811, "LOC": 18_563, "ORG": 1_370, "T": 17_056}
-    assert Counter(s.label for e in dev for s in e.spans) == {"PER": 4_367, "LOC": 4_526, "ORG": 280, "T": 4_248}
-    assert corpus.entity_types() == ["LOC", "ORG", "PER", "T"] and corpus.skipped == []
+    assert Counter(s.label for e in train for s in e.gold) == {"PER": 17_811, "LOC": 18_563, "ORG": 1_370, "T": 17_056}
+    assert Counter(s.label for e in dev for s in e.gold) == {"PER": 4_367, "LOC": 4_526, "ORG": 280, "T": 4_248}
+    assert corpus.labels() == ["LOC", "ORG", "PER", "T"] and corpus.skipped == []
     for example in train + dev:
-        assert example.spans == sorted(example.spans)
-        assert all(0 <= s.start < s.end <= len(example.text) for s in example.spans)
+        assert example.gold == sorted(example.gold)
+        assert all(0 <= s.start < s.end <= len(example.text) for s in example.gold)
 
 
 def test_an_entity_starting_with_i_is_kept(corpus):
     # line 39: 人民网平壤1月23日电, tagged O O O B_LOC I_LOC I_T I_T I_T I_T I_T O
     example = next(e for e in corpus.load("train") + corpus.load("dev") if e.id == 39)
     assert example.text.startswith("人民网平壤1月23日电")
-    assert [(s.text_in(example.text), s.label) for s in example.spans[:2]] == [("平壤", "LOC"), ("1月23日", "T")]
+    assert [(s.text_in(example.text), s.label) for s in example.gold[:2]] == [("平壤", "LOC"), ("1月23日", "T")]
 
 
 def write_pair(folder: Path, sources: list[str], targets: list[str]) -> Path:
@@ -91,7 +91,7 @@ def test_the_readme_example_gives_two_spans(tmp_path, data_root):
     folder = write_pair(tmp_path / "pd", ["平 壤 1 月 1 日"], ["B_LOC I_LOC I_T I_T I_T I_T"])
     [example] = PeoplesDaily(PeoplesDailyConfig(path=str(folder)), data_root).load("train")
     assert example.text == "平壤1月1日"
-    assert example.spans == [Span(0, 2, "LOC"), Span(2, 6, "T")]
+    assert example.gold == [Span(0, 2, "LOC"), Span(2, 6, "T")]
 
 
 def test_split_ratio_seed_limit_and_one_read(tmp_path, data_root, monkeypatch):
@@ -170,12 +170,12 @@ def test_a_relative_data_root_is_applied_once(data_root, monkeypatch):
 def test_the_reference_tables_render_with_missing_timings(corpus):
     reference = corpus.reference()
     assert reference.speed["RTX 2070 (ref)"]["train_epoch_time"] == 2 * 3600 + 1 * 60 + 50
-    assert reference.entities["bert-base-chinese+CRF (ref)"]["PER"] == pytest.approx(0.9754)
+    assert reference.per_label["bert-base-chinese+CRF (ref)"]["PER"] == pytest.approx(0.9754)
     scores = {"overall": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 3},
               "by_type": {t: {"f1": 0.5, "support": 1} for t in ENTITY_TYPES}}  # fmt: skip
     record = {"speed": {"train_step_time": 0.1, "train_epoch_time": 5.0, "valid_step_time": 0.05, "valid_epoch_time": 1.0},
               "device": "CPU", "scores": scores, "dev_loss": 1.0}  # fmt: skip
-    text = render_text(result_tables(record, ENTITY_TYPES, reference), width=160)
+    text = render_text(result_tables(record, reference), width=160)
     assert "2h01m50s" in text and "1h03m28s" in text and "6m15s" in text and "511 ms" in text  # 0.5107 s, as report.py rounds it
     step_row = next(line for line in text.splitlines() if "train_step_time" in line)
     assert step_row.rstrip().rstrip("│").rstrip().endswith("-")  # the RTX 3090 has no step times

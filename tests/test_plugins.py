@@ -50,6 +50,10 @@ BUILTIN_SNAPSHOT = {
     ("encoder", "bilstm.v1"): "nlpfw_plugins.bilstm",
     ("decoder", "crf.v1"): "nlpfw_plugins.crf",
     ("decoder", "softmax.v1"): "nlpfw_plugins.softmax",
+    ("task", "textcat.v1"): "nlpfw_plugins.textcat",
+    ("decoder", "classifier.v1"): "nlpfw_plugins.textcat",
+    ("dataset", "text_labels.v1"): "nlpfw_plugins.text_labels",
+    ("dataset", "sentiment.v1"): "nlpfw_plugins.text_labels",
 }
 
 HOOKSPEC_NAMES = sorted(
@@ -147,6 +151,10 @@ def test_builtin_plugin_records(pm: PluginManager) -> None:
         "nlpfw_plugins.bilstm": ("builtin", "0.1.0", ["register_encoders"], ["encoder: bilstm.v1"], None),
         "nlpfw_plugins.crf": ("builtin", "0.1.0", ["register_decoders"], ["decoder: crf.v1"], None),
         "nlpfw_plugins.softmax": ("builtin", "0.1.0", ["register_decoders"], ["decoder: softmax.v1"], None),
+        "nlpfw_plugins.textcat": ("builtin", "0.1.0", ["register_decoders", "register_tasks"],
+                                  ["task: textcat.v1", "decoder: classifier.v1"], None),
+        "nlpfw_plugins.text_labels": ("builtin", "0.1.0", ["register_datasets"],
+                                      ["dataset: sentiment.v1", "dataset: text_labels.v1"], None),
     }
 
 
@@ -270,7 +278,7 @@ def test_unknown_name_suggests_and_lists(pm: PluginManager) -> None:
     assert registry.unknown_message("encoder", "bret.v1") == expected
     with pytest.raises(RegistryError, match=f"^{re.escape(expected)}$"):
         registry.get("encoder", "bret.v1")
-    with pytest.raises(RegistryError, match=r"^unknown decoder 'span.v1'; available: crf.v1, softmax.v1$"):
+    with pytest.raises(RegistryError, match=r"^unknown decoder 'span.v1'; available: classifier.v1, crf.v1, softmax.v1$"):
         registry.get("decoder", "span.v1")
     with pytest.raises(RegistryError, match=r"^unknown task 'ner.v1'; available: none$"):
         Registry().get("task", "ner.v1")

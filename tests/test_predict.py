@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import nlpfw
 from nlpfw.cli import cli
-from nlpfw.metrics import score_spans
+from nlpfw_plugins.span_metrics import score_spans
 from nlpfw_plugins.cluener import ENTITY_TYPES, Cluener, CluenerConfig
 
 MIXED = [
@@ -42,20 +42,20 @@ def test_load_predicts_offline_with_no_data(run_dir, dev, monkeypatch, tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = nlpfw.load(run_dir)
     texts = [e.text for e in dev] + MIXED
-    predicted = model.predict(texts)
+    predicted = [r["entities"] for r in model.predict(texts)]
     assert len(predicted) == len(texts) and predicted[len(dev) + 2] == []  # the empty text
     assert sum(len(p) for p in predicted) > 100
     for text, entities in zip(texts, predicted):
         check_offsets(text, entities)
     # the records are the spans, and score exactly what the run reported
-    spans = model.predict_spans([e.text for e in dev])
+    spans = model.predictions([e.text for e in dev])
     assert [[(s.label, s.start, s.end) for s in x] for x in spans] == [
         [(e["type"], e["start"], e["end"]) for e in x] for x in predicted[: len(dev)]
     ]
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
-    assert score_spans([e.spans for e in dev], spans).overall.f1 == report["best"]["scores"]["overall"]["f1"]
+    assert score_spans([e.gold for e in dev], spans).overall.f1 == report["best"]["scores"]["overall"]["f1"]
     # the model folder itself loads too; a single string is a mistake, not 30 one-character texts
-    assert nlpfw.load(run_dir / "model").predict(MIXED) == predicted[len(dev) :]
+    assert nlpfw.load(run_dir / "model").predict(MIXED) == [{"text": t, "entities": e} for t, e in zip(MIXED, predicted[len(dev) :])]
     with pytest.raises(TypeError, match="a list of texts"):
         model.predict("张三")
 
@@ -67,7 +67,7 @@ def test_predict_texts_on_the_command_line(run_dir):
     assert [r["text"] for r in records] == MIXED
     for record in records:
         check_offsets(record["text"], record["entities"])
-    assert records == [{"text": t, "entities": e} for t, e in zip(MIXED, nlpfw.load(run_dir).predict(MIXED))]
+    assert records == nlpfw.load(run_dir).predict(MIXED)  # the same records as the Python API
 
 
 def test_predict_files_keep_input_order_and_ids(run_dir, dev, tmp_path):
@@ -80,7 +80,7 @@ def test_predict_files_keep_input_order_and_ids(run_dir, dev, tmp_path):
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["text"] for r in records] == [t.replace("\u3000", " ") for t in texts]
     expected = nlpfw.load(run_dir).predict([r["text"] for r in records])
-    assert [r["entities"] for r in records] == expected
+    assert records == expected
 
     jsonl = tmp_path / "texts.jsonl"
     jsonl.write_text("".join(json.dumps({"id": f"x{i}", "text": t}, ensure_ascii=False) + "\n"
@@ -131,7 +131,7 @@ def test_evaluate_prints_the_tables_for_a_split_or_a_file(run_dir, dev, tmp_path
 
     jsonl = tmp_path / "mine.jsonl"
     jsonl.write_text("".join(json.dumps({"text": e.text, "spans": [{"start": s.start, "end": s.end, "label": s.label}
-                                                                   for s in e.spans]}, ensure_ascii=False) + "\n"
+                                                                   for s in e.gold]}, ensure_ascii=False) + "\n"
                              for e in dev), encoding="utf-8")  # fmt: skip
     result = invoke("evaluate", run_dir, "--data", jsonl)
     assert result.exit_code == 0, result.output

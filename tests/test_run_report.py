@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import nlpfw
 from nlpfw.cli import cli
-from nlpfw.plots import CURVES_SIZE, ENTITIES_SIZE
+from nlpfw.plots import CURVES_SIZE, LABELS_SIZE
 from nlpfw_plugins.cluener import Cluener, CluenerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,8 @@ def test_saved_run_loads_predicts_and_reproduces_its_score(runs, data_root, regi
     scores = model.evaluate(dev)["scores"]["overall"]
     assert scores == report["best"]["scores"]["overall"]
     text = "我用iPhone6s在CSOL里打了1234567890分，去了没见过的嬲"
-    [entities] = model.predict([text])
+    [record] = model.predict([text])
+    entities = record["entities"]
     assert all(text[e["start"] : e["end"]] == e["text"] for e in entities)
 
 
@@ -127,7 +128,7 @@ def test_report_files_hold_the_tables_and_the_plots(runs):
     run = runs["a"]
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     best = report["best"]
-    assert report["entity_types"] == sorted(best["scores"]["by_type"]) and len(report["entity_types"]) == 10
+    assert report["labels"] == sorted(best["scores"]["by_type"]) and len(report["labels"]) == 10
     md = (run / "report.md").read_text(encoding="utf-8")
     f1 = best["scores"]["overall"]["f1"]
     assert md.startswith(f"# bilstm_crf_cluener: best dev F1 {f1:.4f} at epoch {best['epoch']}\n")
@@ -139,31 +140,31 @@ def test_report_files_hold_the_tables_and_the_plots(runs):
         assert f"| {entity} | {row['f1'] * 100:.2f} | {row['support']} |" in md, entity
     assert "| name | " in md and "| 74.04 | 74.49 |" in md  # the published columns beside ours
     assert f"| ours | {best['scores']['overall']['precision']:.4f} |" in md
-    assert "![loss and dev scores by epoch](curves.png)" in md and "![per-entity F1](entities.png)" in md
+    assert "![loss and dev scores by epoch](curves.png)" in md and "![per-entity F1](labels.png)" in md
     for record in metrics(run):
         assert f"| {record['epoch']} | {record['train_loss']:.4f} | {record['dev_loss']:.4f} |" in md
     text = (run / "report.txt").read_text(encoding="utf-8")
     assert text.startswith(f"bilstm_crf_cluener: best dev F1 {f1:.4f}") and "Per-entity F1 (dev)" in text
     assert png_size(run / "curves.png") == CURVES_SIZE
-    assert png_size(run / "entities.png") == ENTITIES_SIZE
-    for name in ("curves.png", "entities.png"):
+    assert png_size(run / "labels.png") == LABELS_SIZE
+    for name in ("curves.png", "labels.png"):
         assert png_distinct_rows(run / name) > 50, f"{name} looks blank"
 
 
 def test_report_command_rebuilds_the_same_files(runs, tmp_path):
     run = shutil.copytree(runs["a"], tmp_path / "copy")
     before = (run / "report.md").read_text(encoding="utf-8"), (run / "report.txt").read_text(encoding="utf-8")
-    for name in ("report.md", "report.txt", "curves.png", "entities.png"):
+    for name in ("report.md", "report.txt", "curves.png", "labels.png"):
         (run / name).unlink()
     result = CliRunner().invoke(cli, ["report", str(run)])
     assert result.exit_code == 0, result.output
     f1 = json.loads((run / "report.json").read_text(encoding="utf-8"))["best"]["scores"]["overall"]["f1"]
     best = json.loads((run / "report.json").read_text(encoding="utf-8"))["best_epoch"]
     assert result.output.splitlines()[0] == f"bilstm_crf_cluener: best dev F1 {f1:.4f} at epoch {best}"
-    for name in ("report.txt", "report.md", "curves.png", "entities.png"):
+    for name in ("report.txt", "report.md", "curves.png", "labels.png"):
         assert f"wrote {run / name}" in result.output
     assert ((run / "report.md").read_text(encoding="utf-8"), (run / "report.txt").read_text(encoding="utf-8")) == before
-    assert png_size(run / "entities.png") == ENTITIES_SIZE
+    assert png_size(run / "labels.png") == LABELS_SIZE
     assert not list(run.glob(".*.tmp"))  # written atomically, nothing left behind
 
 
@@ -198,7 +199,7 @@ def test_compare_prints_runs_side_by_side(runs):
         assert row(label) == [f"{r['best']['scores']['overall'][key]:.4f}" for r in reports]
     assert row("dev loss") == [f"{r['best']['dev_loss']:.4f}" for r in reports]
     assert row("best epoch") == [f"{r['best_epoch']} of 3" for r in reports]
-    for entity in reports[0]["entity_types"]:
+    for entity in reports[0]["labels"]:
         assert row(entity) == [f"{r['best']['scores']['by_type'][entity]['f1'] * 100:.2f}" for r in reports]
 
 

@@ -20,7 +20,7 @@ def test_from_scratch_model_trains_one_epoch_on_peoples_daily(tmp_path, data_roo
     report = json.loads((output / "report.json").read_text(encoding="utf-8"))
     data = report["data"]
     assert (data["train_examples"], data["dev_examples"]) == (21061, 5265)
-    assert (data["train_spans"], data["dev_spans"]) == (54800, 13421)  # every entity, I- starts included
+    assert (data["train_annotations"], data["dev_annotations"]) == (54800, 13421)  # every entity, I- starts included
     assert data["window"] == 126 and data["dev_windowed"] > 0  # paragraphs up to 2,524 characters
     scores = report["best"]["scores"]
     assert scores["overall"]["support"] == 13421

@@ -22,11 +22,11 @@ def test_the_pytest_plugin_is_registered_and_imports_nothing_heavy(pytestconfig)
 def test_tiny_examples_spans_index_their_text() -> None:
     examples = tiny_examples(20, seed=3)
     assert examples == tiny_examples(20, seed=3)  # seeded
-    surfaces = {e.text[s.start : s.end] for e in examples for s in e.spans}
+    surfaces = {e.text[s.start : s.end] for e in examples for s in e.gold}
     assert {"New York", "Tom", "IBM"} & surfaces  # Latin words, so that offsets are tested
     for example in examples:
-        assert len(example.spans) == 3 and {s.label for s in example.spans} == {"name", "address", "company"}
-        assert all(example.text[s.start : s.end].strip() == example.text[s.start : s.end] for s in example.spans)
+        assert len(example.gold) == 3 and {s.label for s in example.gold} == {"name", "address", "company"}
+        assert all(example.text[s.start : s.end].strip() == example.text[s.start : s.end] for s in example.gold)
 
 
 def test_tiny_encoder_fixture_gives_one_vector_per_character(nlpfw_tiny_encoder, nlpfw_tiny_corpus) -> None:

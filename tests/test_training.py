@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from nlpfw.cli import cli
-from nlpfw.metrics import score_spans, seqeval_scores
-from nlpfw.tags import bio_tags
+from nlpfw_plugins.span_metrics import score_spans, seqeval_scores
+from nlpfw_plugins.tags import bio_tags
 from nlpfw.model import load_model
 from nlpfw_plugins.cluener import Cluener, CluenerConfig
 
@@ -66,7 +66,7 @@ def test_run_prints_the_three_tables_and_the_folder(crf_run):
 def test_run_folder_contents(crf_run, registry):
     _, output = crf_run
     assert sorted(p.name for p in output.iterdir()) == [
-        "checkpoint", "curves.png", "entities.png", "metrics.jsonl", "model", "plugins.json", "recipe.toml",
+        "checkpoint", "curves.png", "labels.png", "metrics.jsonl", "model", "plugins.json", "recipe.toml",
         "report.json", "report.md", "report.txt",
     ]  # fmt: skip
     assert sorted(p.name for p in (output / "checkpoint").iterdir()) == ["meta.json", "model.safetensors", "state.pt"]
@@ -99,14 +99,14 @@ def test_saved_model_reproduces_the_reported_scores_without_the_data(crf_run, re
     dev = Cluener(CluenerConfig(limit=160), data_root).load("dev")
     monkeypatch.setenv("NLPFW_DATA_ROOT", str(tmp_path / "nothing-here"))
     loaded = load_model(output / "model", registry)
-    predicted = loaded.predict_spans([e.text for e in dev])
-    scores = score_spans([e.spans for e in dev], predicted, loaded.task.entity_types)
+    predicted = loaded.predictions([e.text for e in dev])
+    scores = score_spans([e.gold for e in dev], predicted, loaded.task.entity_types)
     assert scores.overall.f1 == report["best"]["scores"]["overall"]["f1"]
     assert scores.overall.tp == report["best"]["scores"]["overall"]["tp"]
     for text, spans in zip([e.text for e in dev], predicted):
         assert all(0 <= s.start < s.end <= len(text) for s in spans)
     # the reported metric is seqeval's strict IOB2 F1 on the same predictions
-    gold_tags = [bio_tags(len(e.text), e.spans) for e in dev]
+    gold_tags = [bio_tags(len(e.text), e.gold) for e in dev]
     pred_tags = [bio_tags(len(e.text), p) for e, p in zip(dev, predicted)]
     strict = seqeval_scores(gold_tags, pred_tags)
     assert strict["overall"]["f1"] == pytest.approx(report["best"]["scores"]["overall"]["f1"], abs=1e-12)
@@ -195,7 +195,7 @@ def test_a_plugin_loaded_in_a_test_is_listed_and_trains_from_a_recipe(tmp_path, 
     loaded = load_model(output / "model", build_registry(get_plugin_manager(load_entrypoints=False, modules=["charplugin"])))
     report = json.loads((output / "report.json").read_text(encoding="utf-8"))
     dev = Cluener(CluenerConfig(limit=160), data_root).load("dev")
-    scores = score_spans([e.spans for e in dev], loaded.predict_spans([e.text for e in dev]))
+    scores = score_spans([e.gold for e in dev], loaded.predictions([e.text for e in dev]))
     assert scores.overall.f1 == report["best"]["scores"]["overall"]["f1"]
 
 
@@ -221,10 +221,10 @@ def test_texts_longer_than_the_window_are_windowed_in_training_evaluation_and_pr
     assert data["train_windowed"] > 250 and data["train_windows"] > data["train_examples"] == 400
     dev = Cluener(CluenerConfig(limit=400), data_root).load("dev")
     loaded = load_model(output / "model", registry)
-    predicted = loaded.predict_spans([e.text for e in dev])
+    predicted = loaded.predictions([e.text for e in dev])
     # dev is scored on whole texts: the reloaded model windows the same way and gets the same F1
     f1 = report["best"]["scores"]["overall"]["f1"]
-    assert f1 > 0.05 and score_spans([e.spans for e in dev], predicted).overall.f1 == f1
+    assert f1 > 0.05 and score_spans([e.gold for e in dev], predicted).overall.f1 == f1
     long = "".join(e.text for e in dev[:60])  # about 2,500 characters in one text
-    [spans] = loaded.predict_spans([long])
+    [spans] = loaded.predictions([long])
     assert all(0 <= s.start < s.end <= len(long) for s in spans) and len(set(spans)) == len(spans)

@@ -11,7 +11,7 @@ import torch
 from nlpfw.corpus import encode_split, owned_ranges, window_settings, window_starts
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Decoder, Encoder, Example, Span
-from nlpfw.model import TaggingModel, predict_spans
+from nlpfw.model import Model, predict_split
 from nlpfw_plugins.ner import NerConfig, NerTask
 
 # A toy alphabet whose characters give away their own tags: 甲 starts an X, 乙 continues it,
@@ -37,7 +37,7 @@ class EdgeBlindDecoder(Decoder):
     edge of its input, the way a model without context is unreliable at a window's cut."""
 
     def __init__(self, margin: int):
-        super().__init__(None, 5, 5)
+        super().__init__(None, 5, TASK.tags, "tags")
         self.margin = margin
 
     def loss(self, hidden, tags, mask):
@@ -92,7 +92,7 @@ def test_training_windows_carry_the_whole_text_tags():
     text, spans = long_text(3000, seed=1)
     encoder = CharEncoder()
     split = encode_split([Example(text, spans)], lambda e: TASK.encode(e, encoder), 100, 40)
-    full = TASK.encode(Example(text, spans), encoder)["tags"]
+    full = TASK.encode(Example(text, spans), encoder).columns["tags"]
     assert split.stats.windowed == 1 and split.stats.windows == len(window_starts(len(text), 100, 40))
     covered = np.zeros(len(text), dtype=bool)
     for row in range(len(split)):
@@ -112,11 +112,11 @@ def test_a_3000_character_text_loses_and_duplicates_no_entity(seed):
     edges = {s for s in starts[1:]} | {s + window for s in starts[:-1]}
     straddling = [s for s in spans if any(s.start < edge < s.end for edge in edges)]
     assert len(text) >= 3000 and len(straddling) >= 20  # plenty of entities cross a cut
-    model = TaggingModel(CharEncoder(), EdgeBlindDecoder(margin=8))
+    model = Model(CharEncoder(), EdgeBlindDecoder(margin=8))
     short = "文" * 20 + "甲乙" + "文" * 28
     split = encode_split([Example(text, spans), Example(short, [Span(20, 22, "X")])],
                          lambda e: TASK.encode(e, model.encoder), window, stride)  # fmt: skip
-    predicted, _, _ = predict_spans(model, TASK, split, batch_size=7, device=torch.device("cpu"))
+    predicted, _, _ = predict_split(model, TASK, split, batch_size=7, device=torch.device("cpu"))
     # The decoder guesses within 8 characters of every edge, cuts and text ends alike; the
     # text ends are filler, so away from them the merged result must be exactly the gold.
     assert inner(predicted[0], len(text)) == spans
@@ -130,11 +130,12 @@ def inner(spans: list[Span], length: int, margin: int = 8) -> list[Span]:
 def test_without_windows_the_cut_edges_would_corrupt_entities():
     # The control: read every window whole and keep all its entities, and the merge is wrong.
     text, spans = long_text(3000, seed=1)
-    model = TaggingModel(CharEncoder(), EdgeBlindDecoder(margin=8))
+    model = Model(CharEncoder(), EdgeBlindDecoder(margin=8))
     split = encode_split([Example(text, spans)], lambda e: TASK.encode(e, model.encoder), 100, 40)
-    split.merge = lambda per_window: [  # type: ignore[method-assign]
-        sorted({Span(s.start + int(split.window_start[r]), s.end + int(split.window_start[r]), s.label)
-                for r, window in enumerate(per_window) for s in window})
-    ]  # fmt: skip
-    predicted, _, _ = predict_spans(model, TASK, split, batch_size=7, device=torch.device("cpu"))
+    class KeepAll(NerTask):  # combines windows by keeping every entity of each, owned or not
+        def combine(self, text, windows, target):
+            return sorted({Span(s.start + w.start, s.end + w.start, s.label) for w in windows
+                           for s in self.window_spans(text[w.start : w.start + w.length], w.output, target)})  # fmt: skip
+
+    predicted, _, _ = predict_split(model, KeepAll(NerConfig(), ["X", "Y"]), split, batch_size=7, device=torch.device("cpu"))
     assert inner(predicted[0], len(text)) != spans

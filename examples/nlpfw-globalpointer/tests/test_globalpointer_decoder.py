@@ -51,7 +51,7 @@ def test_rotary_scores_depend_on_the_distance_only() -> None:
 
 def make_decoder(types: int = 3, **options) -> GlobalPointerDecoder:
     torch.manual_seed(0)
-    return GlobalPointerDecoder(GlobalPointerConfig(head_size=8, dropout=0.0, **options), 16, types).eval()
+    return GlobalPointerDecoder(GlobalPointerConfig(head_size=8, dropout=0.0, **options), 16, [f"type{i}" for i in range(types)]).eval()
 
 
 def test_scores_mask_padding_and_spans_ending_before_they_start() -> None:

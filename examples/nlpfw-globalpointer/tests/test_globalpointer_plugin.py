@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import nlpfw
 from nlpfw.cli import cli
-from nlpfw.metrics import score_spans
+from nlpfw_plugins.span_metrics import score_spans
 from nlpfw.errors import NlpfwError
 from nlpfw.export import export_onnx
 from nlpfw.plugins import LOAD_PLUGINS_ENV, build_registry, get_plugin_manager
@@ -55,7 +55,7 @@ def test_load_plugins_env_can_leave_it_out(monkeypatch: pytest.MonkeyPatch, valu
     else:
         assert result.exit_code == 1
         assert "decoder.type  unknown decoder 'global_pointer.v1'" in result.stderr
-        assert "available: crf.v1, softmax.v1" in result.stderr
+        assert "available: classifier.v1, crf.v1, softmax.v1" in result.stderr
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.toml")))
@@ -76,21 +76,21 @@ def test_trains_from_a_recipe_and_predicts_exact_offsets(nlpfw_tiny_recipe, nlpf
 
     model = nlpfw.load(trained)
     dev = nlpfw_tiny_corpus.dev
-    predicted = model.predict([e.text for e in dev])
+    predicted = [r["entities"] for r in model.predict([e.text for e in dev])]
     assert sum(len(p) for p in predicted) > 0
     for example, entities in zip(dev, predicted):
         for entity in entities:
             assert example.text[entity["start"] : entity["end"]] == entity["text"]
             assert entity["type"] in ("name", "address", "company")
-    spans = model.predict_spans([e.text for e in dev])
-    scores = score_spans([e.spans for e in dev], spans, model.task.entity_types)
+    spans = model.predictions([e.text for e in dev])
+    scores = score_spans([e.gold for e in dev], spans, model.task.entity_types)
     assert scores.to_dict()["overall"]["f1"] == pytest.approx(report["best"]["scores"]["overall"]["f1"])
     # Latin words, digits, spaces and emoji keep their offsets
-    [found] = model.predict(["Tom在New York的IBM工作"])
+    [found] = [r["entities"] for r in model.predict(["Tom在New York的IBM工作"])]
     assert {(e["text"], e["start"], e["end"]) for e in found} <= {("Tom", 0, 3), ("New York", 4, 12), ("IBM", 13, 16)}
 
-    # ONNX export covers tag decoders; a span decoder gets a clear message
-    with pytest.raises(NlpfwError, match="ONNX export covers tag decoders; global_pointer.v1 predicts spans"):
+    # a span decoder's output size depends on the data: a clear message instead of an export
+    with pytest.raises(NlpfwError, match=r"global_pointer.v1 cannot be exported to ONNX: its output \(spans\) has a size that depends on the data"):
         export_onnx(trained, tmp_path / "gp.onnx", build_registry(get_plugin_manager()))
 
 
@@ -104,7 +104,7 @@ def test_gold_spans_reach_the_loss_through_windows(nlpfw_tiny_recipe, nlpfw_run,
     assert report["data"]["train_windowed"] > 0 and report["data"]["window"] == 12
     assert report["best"]["scores"]["overall"]["f1"] > 0.6, report["best"]["scores"]["overall"]
     longest = max(nlpfw_tiny_corpus.dev, key=lambda e: len(e.text))
-    for entity in nlpfw.load(run_dir).predict([longest.text])[0]:
+    for entity in nlpfw.load(run_dir).predict([longest.text])[0]["entities"]:
         assert longest.text[entity["start"] : entity["end"]] == entity["text"]
 
 
@@ -117,7 +117,7 @@ def write_conll(path: Path, examples) -> None:
         if any(c.isspace() for c in example.text):
             continue
         tags = ["O"] * len(example.text)
-        for span in example.spans:
+        for span in example.gold:
             tags[span.start : span.end] = [f"B-{span.label}"] + [f"I-{span.label}"] * (span.end - span.start - 1)
         lines += [f"{c} {t}" for c, t in zip(example.text, tags)] + [""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -133,5 +133,5 @@ def test_trains_on_a_conll_corpus(nlpfw_tiny_recipe, nlpfw_run, nlpfw_tiny_corpu
     result, run_dir = nlpfw_run(recipe)
     assert result.exit_code == 0, result.output
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
-    assert report["data"]["dev_spans"] > 0
+    assert report["data"]["dev_annotations"] > 0
     assert report["best"]["scores"]["overall"]["f1"] > 0.5, report["best"]["scores"]["overall"]

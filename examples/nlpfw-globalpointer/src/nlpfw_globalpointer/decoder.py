@@ -26,12 +26,15 @@ precision.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
+import numpy as np
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from nlpfw.interfaces import Decoder, DecoderConfig
+from nlpfw.interfaces import Decoder, DecoderConfig, split_rows
 
 NEG = 1e12  # the score of impossible spans (padding, end before start): a "minus infinity" that stays finite
 
@@ -73,14 +76,16 @@ class GlobalPointerDecoder(Decoder):
 
     config_model = GlobalPointerConfig
     config: GlobalPointerConfig
-    target = "spans"
+    targets = ("spans",)
+    output_name = "spans"
+    exportable = False  # `decode` returns as many rows as spans score above the threshold
 
-    def __init__(self, config: GlobalPointerConfig, input_dim: int, num_tags: int):
-        super().__init__(config, input_dim, num_tags)
-        self.types = num_tags  # a span decoder's labels are the entity types
+    def __init__(self, config: GlobalPointerConfig, input_dim: int, labels: Sequence[str], target: str = "spans"):
+        super().__init__(config, input_dim, labels, target)
+        self.types = self.num_labels  # a span decoder's labels are the entity types
         self.dropout = nn.Dropout(config.dropout)
         self.project = nn.Linear(input_dim, 2 * config.head_size)  # q and k, interleaved
-        self.type_bias = nn.Linear(2 * config.head_size, 2 * num_tags)  # start and end terms per type
+        self.type_bias = nn.Linear(2 * config.head_size, 2 * self.num_labels)  # start and end terms per type
 
     def scores(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Span scores [batch, types, chars, chars] (start, end inclusive); -1e12 where the span
@@ -120,3 +125,7 @@ class GlobalPointerDecoder(Decoder):
         found = (self.scores(hidden, mask) > self.config.threshold).nonzero()  # (row, type, start, end)
         row, label, start, end = found.unbind(1)
         return torch.stack([row, start, end + 1, label], dim=1)
+
+    def unbatch(self, output: torch.Tensor, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Each window's (start, end, type) rows."""
+        return split_rows(output, len(lengths))
