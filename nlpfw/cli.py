@@ -352,11 +352,9 @@ def _annotate(
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--from", "source_format", default="auto", show_default=True,
-              type=click.Choice(["auto", "cluener", "spans", "conll", "conll-bioes", "label-studio", "doccano", "text"]),
-              help="Format of SOURCE; auto: from its first record.")  # fmt: skip
-@click.option("--to", "target_format", required=True,
-              type=click.Choice(["cluener", "spans", "conll", "conll-bioes", "label-studio", "doccano", "text"]),
-              help="Format to write TARGET in.")  # fmt: skip
+              help="Format of SOURCE (cluener, spans, conll, conll-bioes, label-studio, doccano, text: the datasets' "
+                   "file formats, and plain texts); auto: from its first record.")  # fmt: skip
+@click.option("--to", "target_format", required=True, help="Format to write TARGET in (as --from).")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="Bad records: stop naming the file and line, or leave them out and count them.")  # fmt: skip
 @click.option("--text-field", default="text", show_default=True, help="Label Studio: the task data field of the text.")
@@ -366,18 +364,16 @@ def convert(
     ctx: click.Context, source: Path, target: Path, source_format: str, target_format: str, on_error: str,
     text_field: str,
 ) -> None:  # fmt: skip
-    """Convert a corpus between CLUENER JSON, JSON spans, CoNLL, Label Studio, doccano and plain texts."""
+    """Convert a corpus between the datasets' file formats (CLUENER JSON, JSON spans, CoNLL, Label Studio,
+    doccano) and plain texts."""
     from nlpfw.convert import convert as convert_corpus
 
     _, registry = _plugins(ctx)
     done = convert_corpus(source, target, source_format, target_format, registry, on_error, text_field)
-    click.echo(f"Read {done.texts:,} texts ({done.source_format}; {done.labelled:,} labelled, {done.spans:,} spans); "
-               f"wrote {done.written:,} to {target} ({target_format})")  # fmt: skip
-    if done.dropped:
-        click.echo(f"Note: {done.dropped:,} span(s) overlap a longer one and were left out (CoNLL tags hold one entity "
-                   "per character)")  # fmt: skip
-    if target_format in ("conll", "conll-bioes") and done.written < done.texts:
-        click.echo(f"Note: {done.texts - done.written:,} text(s) without labels (or empty) were left out: CoNLL holds labelled texts")
+    click.echo(f"Read {done.texts:,} texts ({done.source_format}; {done.labelled:,} labelled, {done.annotations:,} "
+               f"annotations); wrote {done.written:,} to {target} ({target_format})")  # fmt: skip
+    for note in done.notes:
+        click.echo(f"Note: {note}")
     if done.skipped:
         click.echo(f"Skipped {len(done.skipped):,} bad record(s) or span(s); the first: {done.skipped[0]}")
 

@@ -1,17 +1,20 @@
 """`nlpfw convert IN OUT`: a corpus from one format to another.
 
-Each format is read and written by the dataset component that reads it (its `read_file` and
-`write_file` class methods), found through the registry: `cluener` and `spans` by
-`jsonl_spans.v1`, `conll` and `conll-bioes` by `conll.v1`, `label-studio` by `label_studio.v1`,
-`doccano` by `doccano.v1`; `text` (one text a line) is read and written here. Every span is
-kept, overlapping ones too, since a converter should lose nothing it can write; texts without
-labels (a Label Studio task nobody annotated, a plain text) stay unlabelled where the target
-can say so, and are left out of CoNLL, which cannot.
+The core knows no format but `text` (one text a line, unlabelled). Every other format is
+read and written by a dataset component that declares it (through the registry, never by
+importing a plugin): its class attribute `file_formats` maps the format names it reads and
+writes to the options its `write_file` takes for each; the class methods `read_file(path, bad)`
+read a whole file (texts without labels have `gold` None), `write_file(examples, **options)`
+write one (the text, how many texts it holds, notes on what the format could not hold) and
+`detect_format(path, first_line)` recognises a file of one of its formats from its first
+non-blank line (None: not one of them). The built-in ones are NER corpus formats: `cluener`
+and `spans` (`jsonl_spans.v1`), `conll` and `conll-bioes` (`conll.v1`), `label-studio`
+(`label_studio.v1`), `doccano` (`doccano.v1`).
 """
 
 from __future__ import annotations
 
-import json
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +24,7 @@ from nlpfw import io
 from nlpfw.errors import DataError
 from nlpfw.interfaces import Example
 
-FORMATS = ("cluener", "spans", "conll", "conll-bioes", "label-studio", "doccano", "text")
-DATASETS = {  # format: (the dataset component that reads and writes it, its write_file options)
-    "cluener": ("jsonl_spans.v1", {"form": "cluener"}),
-    "spans": ("jsonl_spans.v1", {"form": "spans"}),
-    "conll": ("conll.v1", {"scheme": "BIO"}),
-    "conll-bioes": ("conll.v1", {"scheme": "BIOES"}),
-    "label-studio": ("label_studio.v1", {}),
-    "doccano": ("doccano.v1", {}),
-}
-SPAN_KEYS = ("label", "labels", "entities")
+TEXT = "text"  # the core's own format: one text a line
 
 
 @dataclass
@@ -40,9 +34,9 @@ class Conversion:
     source_format: str
     texts: int = 0
     labelled: int = 0
-    spans: int = 0
+    annotations: int = 0
     written: int = 0
-    dropped: int = 0  # spans CoNLL could not hold (overlapping a longer one)
+    notes: list[str] = field(default_factory=list)  # what the target format could not hold
     skipped: list[str] = field(default_factory=list)  # bad records left out (--on-error skip)
 
 
@@ -59,72 +53,85 @@ class Reporter:
         self.skipped.append(f"{where}: {message}")
 
 
-def detect_format(path: Path) -> str:
-    """A file's format from its first record: `[` a Label Studio export; a JSON line by its keys
-    (`label` an object: CLUENER; `label`/`labels` a list or `entities`: doccano; else spans);
-    `TOKEN<tab or spaces>TAG`: CoNLL (BIOES if any E-/S- tag); anything else: plain texts."""
+def file_formats(registry: Any) -> dict[str, tuple[type, dict[str, Any]]]:
+    """Every format the registered datasets read and write: name -> (class, write_file options)."""
+    formats: dict[str, tuple[type, dict[str, Any]]] = {}
+    for name in registry.names("dataset"):
+        cls = registry.get("dataset", name).cls
+        for form, options in getattr(cls, "file_formats", {}).items():
+            formats.setdefault(form, (cls, dict(options)))
+    return formats
+
+
+def format_names(registry: Any) -> list[str]:
+    return [*file_formats(registry), TEXT]
+
+
+def detect_format(path: Path, registry: Any) -> str:
+    """A file's format from its first non-blank line, as the first dataset that recognises it
+    says (`detect_format`); `text` when none does."""
     with path.open(encoding="utf-8") as stream:
         first = next((line for line in stream if line.strip()), "")
-    stripped = first.strip()
-    if stripped.startswith("["):
-        return "label-studio"
-    if stripped.startswith("{"):
-        try:
-            record = json.loads(stripped)
-        except json.JSONDecodeError:
-            return "label-studio"  # a pretty-printed single task
-        if isinstance(record.get("label"), dict):
-            return "cluener"
-        if any(isinstance(record.get(k), list) for k in SPAN_KEYS):
-            return "doccano"
-        return "spans"
-    columns = first.rstrip("\n").split("\t") if "\t" in first else first.split()
-    if len(columns) >= 2 and (columns[-1] == "O" or columns[-1][:2] in {f"{p}{s}" for p in "BIES" for s in "-_"}):
-        with path.open(encoding="utf-8") as stream:
-            tags = (line.rstrip().rsplit(maxsplit=1)[-1][:2] for line in stream if line.strip())
-            return "conll-bioes" if any(t in ("E-", "S-", "E_", "S_") for t in tags) else "conll"
-    return "text"
+    for cls in dict.fromkeys(cls for cls, _ in file_formats(registry).values()):
+        detect = getattr(cls, "detect_format", None)
+        form = detect(path, first) if detect is not None else None
+        if form is not None:
+            return form
+    return TEXT
+
+
+def _with_text_field(method: Any, options: dict[str, Any], text_field: str) -> dict[str, Any]:
+    """`options` plus `text_field` when `method` takes one (a tool whose text field is named)."""
+    return {**options, "text_field": text_field} if "text_field" in inspect.signature(method).parameters else options
+
+
+def _known(form: str, formats: dict[str, Any]) -> None:
+    if form != TEXT and form not in formats:
+        raise DataError(f"convert: unknown format {form!r}; formats: {', '.join([*formats, TEXT])}")
 
 
 def read_corpus(path: Path, form: str, report: Reporter, registry: Any, text_field: str = "text") -> list[Example]:
     """Every text of `path` in format `form` (labelled or not), in file order."""
     if not path.is_file():
         raise DataError(f"convert: file not found: {path}")
-    if form == "text":
+    if form == TEXT:
         with path.open(encoding="utf-8", newline="") as stream:
             return [Example(line.rstrip("\r\n")) for line in stream]
-    reader = registry.get("dataset", DATASETS[form][0]).cls
-    options = {"text_field": text_field} if form == "label-studio" else {}
-    return reader.read_file(path, report, **options)
+    formats = file_formats(registry)
+    _known(form, formats)
+    reader = formats[form][0]
+    return reader.read_file(path, report, **_with_text_field(reader.read_file, {}, text_field))
 
 
-def write_corpus(path: Path, examples: Sequence[Example], form: str, registry: Any, text_field: str = "text") -> tuple[int, int]:
-    """Write `examples` to `path` in format `form`; (texts written, spans left out)."""
-    if form == "text":
+def write_corpus(path: Path, examples: Sequence[Example], form: str, registry: Any, text_field: str = "text") -> tuple[int, list[str]]:
+    """Write `examples` to `path` in format `form`; (texts written, notes on what was left out)."""
+    if form == TEXT:
         bad = next((n for n, e in enumerate(examples, 1) if "\n" in e.text or "\r" in e.text), None)
         if bad is not None:
             raise DataError(f"text {bad} holds a line break, which a file of one text a line cannot hold")
         io.write_text(path, "".join(f"{e.text}\n" for e in examples))
-        return len(examples), 0
-    name, options = DATASETS[form]
-    options = {**options, "text_field": text_field} if form == "label-studio" else options
-    content, dropped = registry.get("dataset", name).cls.write_file(examples, **options)
+        return len(examples), []
+    formats = file_formats(registry)
+    _known(form, formats)
+    writer, options = formats[form]
+    content, written, notes = writer.write_file(examples, **_with_text_field(writer.write_file, options, text_field))
     io.write_text(path, content)
-    whole = [e for e in examples if e.gold is not None and e.text] if form.startswith("conll") else examples
-    return len(whole), dropped
+    return written, list(notes)
 
 
 def convert(source: Path, target: Path, source_format: str, target_format: str, registry: Any,
             on_error: str = "raise", text_field: str = "text") -> Conversion:  # fmt: skip
     """Read `source` (`source_format`, or "auto": see `detect_format`) and write `target`."""
+    formats = file_formats(registry)
+    _known(target_format, formats)
     if source_format == "auto":
         if not source.is_file():
             raise DataError(f"convert: file not found: {source}")
-        source_format = detect_format(source)
+        source_format = detect_format(source, registry)
     report = Reporter(on_error)
     examples = read_corpus(source, source_format, report, registry, text_field)
     result = Conversion(source_format, texts=len(examples), skipped=report.skipped)
     result.labelled = sum(e.gold is not None for e in examples)
-    result.spans = sum(len(e.gold or ()) for e in examples)
-    result.written, result.dropped = write_corpus(target, examples, target_format, registry, text_field)
+    result.annotations = sum(len(e.gold) if isinstance(e.gold, (list, tuple)) else e.gold is not None for e in examples)
+    result.written, result.notes = write_corpus(target, examples, target_format, registry, text_field)
     return result

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
-from nlpfw_plugins.formats import Bad, conll_text
+from nlpfw_plugins.formats import Bad, conll_text, write_notes
 from nlpfw_plugins.tags import Scheme, TagError, detect_scheme, read_spans, split_tag
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
 
@@ -77,6 +77,7 @@ class Conll(SplitFilesDataset):
     config_model = ConllConfig
     config: ConllConfig
     name = "conll.v1"
+    file_formats = {"conll": {"scheme": "BIO"}, "conll-bioes": {"scheme": "BIOES"}}  # nlpfw convert's: write_file options
 
     def read(self, path: Path, split: str, entity_types: Sequence[str] | None) -> list[Example]:
         examples: list[Example] = []
@@ -144,9 +145,22 @@ class Conll(SplitFilesDataset):
         return dataset.read(path, "train", None)
 
     @classmethod
-    def write_file(cls, examples: Sequence[Example], scheme: Scheme = "BIO") -> tuple[str, int]:
-        """(a character and its tag a line, the spans overlapping a longer one left out)."""
-        return conll_text(examples, scheme)
+    def write_file(cls, examples: Sequence[Example], scheme: Scheme = "BIO") -> tuple[str, int, list[str]]:
+        """(a character and its tag a line; the labelled texts written; notes on the spans
+        overlapping a longer one and the texts without labels, which CoNLL cannot hold)."""
+        content, dropped = conll_text(examples, scheme)
+        written = sum(e.gold is not None and bool(e.text) for e in examples)
+        return content, written, write_notes(examples, written, dropped)
+
+    @classmethod
+    def detect_format(cls, path: Path, first: str) -> str | None:
+        """`TOKEN<tab or spaces>TAG` on the first line: `conll`, or `conll-bioes` if any E-/S- tag."""
+        columns = first.rstrip("\n").split("\t") if "\t" in first else first.split()
+        if len(columns) < 2 or not (columns[-1] == "O" or columns[-1][:2] in {f"{p}{s}" for p in "BIES" for s in "-_"}):
+            return None
+        with path.open(encoding="utf-8") as stream:
+            tags = (line.rstrip().rsplit(maxsplit=1)[-1][:2] for line in stream if line.strip())
+            return "conll-bioes" if any(t in ("E-", "S-", "E_", "S_") for t in tags) else "conll"
 
 
 @hookimpl

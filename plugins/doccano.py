@@ -19,7 +19,7 @@ from pydantic import Field
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example
 from nlpfw_plugins.exports import ExportConfig, ExportDataset
-from nlpfw_plugins.formats import Bad, Offsets, doccano_records, from_records, json_lines, read_doccano
+from nlpfw_plugins.formats import SPAN_KEYS, Bad, Offsets, doccano_records, from_records, json_lines, json_record, read_doccano
 
 
 
@@ -37,6 +37,7 @@ class Doccano(ExportDataset):
     config_model = DoccanoConfig
     config: DoccanoConfig
     name = "doccano.v1"
+    file_formats = {"doccano": {}}  # nlpfw convert's: write_file options
 
     def read_all(self, path: Path, split: str) -> list[Example]:
         bad = lambda where, message: self.bad_data(where, message, self.config.on_error)  # noqa: E731
@@ -48,9 +49,15 @@ class Doccano(ExportDataset):
         return read_doccano(path, bad, labelled=False)
 
     @classmethod
-    def write_file(cls, examples: Sequence[Example]) -> tuple[str, int]:
-        """(doccano JSONL, UTF-16 offsets; spans left out: none)."""
-        return json_lines(doccano_records(examples)), 0
+    def write_file(cls, examples: Sequence[Example]) -> tuple[str, int, list[str]]:
+        """(doccano JSONL, UTF-16 offsets; every text written; no notes)."""
+        return json_lines(doccano_records(examples)), len(examples), []
+
+    @classmethod
+    def detect_format(cls, path: Path, first: str) -> str | None:
+        """A JSON line with one of doccano's span lists (`label`, `labels`, `entities`)."""
+        record = json_record(first)
+        return "doccano" if record is not None and any(isinstance(record.get(k), list) for k in SPAN_KEYS) else None
 
     @classmethod
     def prediction_file(cls, records: Sequence[dict[str, Any]], model_version: str) -> str:

@@ -46,6 +46,31 @@ class ScoredSpans:
     score: float | None = None
 
 
+SPAN_KEYS = ("label", "labels", "entities")  # doccano's span lists, by version
+
+
+def json_record(first: str) -> dict[str, Any] | None:
+    """The JSON object on a file's first non-blank line, or None when it is not one."""
+    stripped = first.strip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        record = json.loads(stripped)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_notes(examples: Sequence[Example], written: int, dropped: int) -> list[str]:
+    """`nlpfw convert`'s notes on what CoNLL could not hold."""
+    notes = []
+    if dropped:
+        notes.append(f"{dropped:,} span(s) overlap a longer one and were left out (CoNLL tags hold one entity per character)")
+    if written < len(examples):
+        notes.append(f"{len(examples) - written:,} text(s) without labels (or empty) were left out: CoNLL holds labelled texts")
+    return notes
+
+
 def from_records(records: Sequence[dict[str, Any]]) -> tuple[list[Example], list[ScoredSpans]]:
     """`ner.v1`'s prediction records (`{"text", "id"?, "entities": [{"type", "start", "end",
     "confidence"?}], "confidence"?}`, as `nlpfw predict` writes them) as unlabelled examples and

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
-from nlpfw_plugins.formats import Bad, cluener_records, json_lines, spans_records
+from nlpfw_plugins.formats import SPAN_KEYS, Bad, cluener_records, json_lines, json_record, spans_records
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
 
 
@@ -36,6 +36,7 @@ class JsonlSpans(SplitFilesDataset):
     config_model = JsonlSpansConfig
     config: JsonlSpansConfig
     name = "jsonl_spans.v1"
+    file_formats = {"cluener": {"form": "cluener"}, "spans": {"form": "spans"}}  # nlpfw convert's: write_file options
 
     def read(self, path: Path, split: str, entity_types: Sequence[str] | None) -> list[Example]:
         examples: list[Example] = []
@@ -66,9 +67,20 @@ class JsonlSpans(SplitFilesDataset):
         return examples
 
     @classmethod
-    def write_file(cls, examples: Sequence[Example], form: str = "spans") -> tuple[str, int]:
-        """(JSON lines in the `spans` form or CLUENER's `label` form; spans left out: none)."""
-        return json_lines(cluener_records(examples) if form == "cluener" else spans_records(examples)), 0
+    def write_file(cls, examples: Sequence[Example], form: str = "spans") -> tuple[str, int, list[str]]:
+        """(JSON lines in the `spans` form or CLUENER's `label` form; every text written; no notes)."""
+        return json_lines(cluener_records(examples) if form == "cluener" else spans_records(examples)), len(examples), []
+
+    @classmethod
+    def detect_format(cls, path: Path, first: str) -> str | None:
+        """A JSON line whose `label` is an object: `cluener`; one without doccano's span lists
+        (`label`, `labels`, `entities`): `spans`."""
+        record = json_record(first)
+        if record is None:
+            return None
+        if isinstance(record.get("label"), dict):
+            return "cluener"
+        return None if any(isinstance(record.get(k), list) for k in SPAN_KEYS) else "spans"
 
 
 LABEL_FORM = "{type: {surface: [[start, end], ...]}}"

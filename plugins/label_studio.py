@@ -22,8 +22,8 @@ from pydantic import Field
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example
 from nlpfw_plugins.exports import ExportConfig, ExportDataset
-from nlpfw_plugins.formats import (Bad, LabelStudioOptions, Offsets, from_records, json_list, label_studio_tasks,
-                                   read_label_studio)
+from nlpfw_plugins.formats import (Bad, LabelStudioOptions, Offsets, from_records, json_list, json_record,
+                                   label_studio_tasks, read_label_studio)
 
 
 
@@ -48,6 +48,7 @@ class LabelStudio(ExportDataset):
     config_model = LabelStudioConfig
     config: LabelStudioConfig
     name = "label_studio.v1"
+    file_formats = {"label-studio": {}}  # nlpfw convert's: write_file options
 
     def read_all(self, path: Path, split: str) -> list[Example]:
         options = LabelStudioOptions(self.config.text_field, self.config.annotation, self.config.annotator,
@@ -60,9 +61,17 @@ class LabelStudio(ExportDataset):
         return read_label_studio(path, bad, LabelStudioOptions(text_field=text_field))
 
     @classmethod
-    def write_file(cls, examples: Sequence[Example], text_field: str = "text") -> tuple[str, int]:
-        """(Label Studio tasks holding the spans as an annotation, spans left out: none)."""
-        return json_list(label_studio_tasks(examples, text_field=text_field)), 0
+    def write_file(cls, examples: Sequence[Example], text_field: str = "text") -> tuple[str, int, list[str]]:
+        """(Label Studio tasks holding the spans as an annotation; every text written; no notes)."""
+        return json_list(label_studio_tasks(examples, text_field=text_field)), len(examples), []
+
+    @classmethod
+    def detect_format(cls, path: Path, first: str) -> str | None:
+        """A JSON list (`[`), or a pretty-printed task (`{` that is not a whole JSON line)."""
+        stripped = first.strip()
+        if stripped.startswith("[") or (stripped.startswith("{") and json_record(stripped) is None):
+            return "label-studio"
+        return None
 
     @classmethod
     def prediction_file(cls, records: Sequence[dict[str, Any]], model_version: str) -> str:

@@ -161,10 +161,10 @@ def test_convert_between_every_format_keeps_every_span(tmp_path):
     ]
     result = invoke("convert", source, tmp_path / "e.txt", "--to", "conll-bioes")
     assert result.exit_code == 0, result.output
-    assert "Read 7 texts (label-studio; 5 labelled, 15 spans); wrote 5" in " ".join(result.output.split())
+    assert "Read 7 texts (label-studio; 5 labelled, 15 annotations); wrote 5" in " ".join(result.output.split())
     assert "1 span(s) overlap a longer one" in result.output and "2 text(s) without labels" in result.output
     result = invoke("convert", tmp_path / "e.txt", tmp_path / "f.jsonl", "--to", "doccano")
-    assert "texts (conll-bioes; 5 labelled, 14 spans)" in " ".join(result.output.split())
+    assert "texts (conll-bioes; 5 labelled, 14 annotations)" in " ".join(result.output.split())
     # plain texts become tasks to label
     (tmp_path / "pool.txt").write_text("王五去了上海\n李四在北京\n", encoding="utf-8")
     result = invoke("convert", tmp_path / "pool.txt", tmp_path / "pool.json", "--to", "label-studio")

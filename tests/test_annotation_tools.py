@@ -247,7 +247,7 @@ def test_offset_map_between_code_points_and_utf16():
     assert [mapping.index(u) for u in range(8)] == [0, 1, None, 2, 3, None, 4, 5]
 
 
-def test_fixture_exports_round_trip_through_every_writer(tmp_path):
+def test_fixture_exports_round_trip_through_every_writer(tmp_path, registry):
     """Each tool's fixture written as the other tool's file (and CLUENER, spans) reads back the same."""
     examples = label_studio(test="export.json").load("test")
     (tmp_path / "ls.json").write_text(json.dumps(label_studio_tasks(examples), ensure_ascii=False), encoding="utf-8")
@@ -256,7 +256,13 @@ def test_fixture_exports_round_trip_through_every_writer(tmp_path):
     assert [(e.id, e.text, e.gold) for e in again] == [(e.id, e.text, e.gold) for e in examples]
     back = doccano("d.jsonl", tmp_path).read_all(tmp_path / "d.jsonl", "test")
     assert [(e.id, e.text, e.gold) for e in back] == [(e.id, e.text, e.gold) for e in examples]
-    assert detect_format(tmp_path / "ls.json") == "label-studio" and detect_format(tmp_path / "d.jsonl") == "doccano"
+    assert detect_format(tmp_path / "ls.json", registry) == "label-studio" and detect_format(tmp_path / "d.jsonl", registry) == "doccano"
+    # the other formats, each recognised by the dataset that declares it, plain texts by the core
+    samples = {"c.jsonl": '{"text": "上海", "label": {"LOC": {"上海": [[0, 1]]}}}\n', "s.jsonl": '{"text": "上海", "spans": []}\n',
+               "b.txt": "上\tB-LOC\n海\tI-LOC\n", "e.txt": "上\tB-LOC\n海\tE-LOC\n", "t.txt": "上海\n"}  # fmt: skip
+    for name, content in samples.items():
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    assert [detect_format(tmp_path / n, registry) for n in samples] == ["cluener", "spans", "conll", "conll-bioes", "text"]
     # doccano writes UTF-16 offsets, as the tool reads them
     second = json.loads((tmp_path / "d.jsonl").read_text(encoding="utf-8").splitlines()[1])
     assert second["label"] == [[2, 4, "name"], [5, 9, "game"], [20, 27, "address"]]

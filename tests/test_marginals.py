@@ -131,3 +131,45 @@ def test_softmax_marginals_are_its_probabilities():
     torch.testing.assert_close(probabilities[1, 0], expected[1, 0])
     assert (probabilities[1, 1:] == 0).all()
     assert probabilities[0].argmax(dim=-1).tolist() == tags[0].tolist()
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_confidence_is_the_marginal_of_the_decoded_tag(constrained):
+    torch.manual_seed(7)
+    hidden = torch.randn(3, 4, 6)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    for decoder in (CrfDecoder(CrfConfig(constrained=constrained, dropout=0.0), 6, LABELS, "tags").eval(),
+                    SoftmaxDecoder(SoftmaxConfig(constrained=constrained, dropout=0.0), 6, LABELS, "tags").eval()):  # fmt: skip
+        with torch.no_grad():
+            tags = decoder.decode(hidden, mask)
+            confidence = decoder.confidence(hidden, mask, tags)
+            marginals = decoder.marginals(hidden, mask)
+        assert confidence.shape == (3, 4)
+        for row in range(3):
+            length = int(mask[row].sum())
+            expected = marginals[row, torch.arange(length), tags[row, :length]]
+            torch.testing.assert_close(confidence[row, :length], expected)
+            assert (confidence[row, length:] == 0).all() and (expected > 0).all()
+        cut = decoder.unbatch(confidence, mask.sum(1).tolist())  # per window, as predict --rank reads it
+        assert [len(c) for c in cut] == [4, 2, 1]
+
+
+def test_ner_task_confidence_takes_each_character_from_the_window_that_owns_it():
+    import numpy as np
+
+    from nlpfw.interfaces import Span, Window
+    from nlpfw_plugins.ner import NerConfig, NerTask
+
+    task = NerTask(NerConfig(), ["LOC", "PER"])
+    text = "张三去了北京"
+    # two windows of 4 over 6 characters: the first owns [0, 3), the second [3, 6)
+    first = Window(0, 4, (0, 3), np.array([0.9, 0.8, 0.7, 0.1]))  # its 0.1 at character 3 is not its own
+    second = Window(2, 4, (3, 6), np.array([0.2, 0.95, 0.6, 0.5]))
+    prediction = [Span(0, 2, "PER"), Span(4, 6, "LOC")]
+    fields, score = task.confidence(text, prediction, [first, second], "tags")
+    assert fields == {"entities": [
+        {"type": "PER", "text": "张三", "start": 0, "end": 2, "confidence": 0.8},
+        {"type": "LOC", "text": "北京", "start": 4, "end": 6, "confidence": 0.5},
+    ]}  # fmt: skip
+    assert score == 0.5
+    assert task.confidence("", [], [], "tags") == ({"entities": []}, 1.0)
