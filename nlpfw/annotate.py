@@ -11,9 +11,10 @@ confidence (`ner.v1`: an entity's is the lowest of its characters', the text's t
 all its characters', each character scored by the window that owns it). Texts are ranked by
 the text's confidence.
 
-A tool's file is written by the dataset component that reads that tool's exports (its
-`prediction_file` class method, which takes the prediction records: `label_studio.v1`,
-`doccano.v1`), found through the registry.
+A tool's file is written by the dataset component that reads that tool's exports, found
+through the registry: its class attribute `prediction_format` names the format
+(`label_studio.v1`: `label-studio`; `doccano.v1`: `doccano`) and its `prediction_file` class
+method writes the prediction records.
 """
 
 from __future__ import annotations
@@ -30,7 +31,26 @@ from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Example, Window
 from nlpfw.model import LoadedModel
 
-OUTPUT_DATASETS = {"label-studio": "label_studio.v1", "doccano": "doccano.v1"}  # --output-format: its writer
+JSONL = "jsonl"  # the core's own output format: the prediction records as JSON lines
+
+
+def output_formats(registry: Any) -> dict[str, type]:
+    """The tools' formats `--output-format` can write: each dataset's `prediction_format` (a
+    class attribute naming the format its `prediction_file` writes) and the dataset class."""
+    formats: dict[str, type] = {}
+    for name in registry.names("dataset"):
+        cls = registry.get("dataset", name).cls
+        form = getattr(cls, "prediction_format", None)
+        if form is not None and callable(getattr(cls, "prediction_file", None)):
+            formats.setdefault(form, cls)
+    return formats
+
+
+def check_output_format(output_format: str, registry: Any) -> None:
+    """An error naming the formats when no dataset writes `output_format`."""
+    known = output_formats(registry)
+    if output_format != JSONL and output_format not in known:
+        raise NlpfwError(f"--output-format: unknown format {output_format!r}; formats: {', '.join([JSONL, *known])}")
 
 
 @dataclass
@@ -120,7 +140,7 @@ def render(
         if predicted[index].score is not None:
             out["confidence"] = predicted[index].score
         lines.append(out)
-    if output_format in OUTPUT_DATASETS:
-        writer = registry.get("dataset", OUTPUT_DATASETS[output_format]).cls
-        return writer.prediction_file(lines, model_version), order
+    if output_format != JSONL:
+        check_output_format(output_format, registry)
+        return output_formats(registry)[output_format].prediction_file(lines, model_version), order
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), order

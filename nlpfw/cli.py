@@ -270,9 +270,9 @@ def evaluate(
               help="Write the dataset's leaderboard file (CLUENER2020's for cluener.v1) for --split (default "
                    "test) of the model's dataset.")  # fmt: skip
 @click.option("--split", default=None, help="Predict a split of the model's dataset.")
-@click.option("--output-format", type=click.Choice(["jsonl", "label-studio", "doccano"]), default="jsonl",
-              show_default=True, help="jsonl: the prediction records as JSON lines; label-studio: tasks with "
-                                      "pre-annotations (predictions, scores); doccano: JSONL to import.")  # fmt: skip
+@click.option("--output-format", default="jsonl", show_default=True,
+              help="jsonl: the prediction records as JSON lines; or a tool's format a dataset writes (label-studio: "
+                   "tasks with pre-annotations, predictions and scores; doccano: JSONL to import).")  # fmt: skip
 @click.option("--rank", type=click.Choice(["uncertainty"]), default=None,
               help="Order the texts from least to most confident, with a confidence per text and per annotation.")  # fmt: skip
 @click.option("--model-version", default=None, help="Label Studio's model_version (default: the run folder's name).")
@@ -307,6 +307,9 @@ def predict(
         records = [{"id": e.id, "text": e.text} for e in examples]
     console = Console(stderr=True)
     if output_format != "jsonl" or rank:
+        from nlpfw.annotate import check_output_format
+
+        check_output_format(output_format, registry)
         if submission:
             raise NlpfwError("--submission writes its own format; leave out --output-format and --rank")
         _annotate(model, registry, records, output_format, rank, model_version or Path(run_dir).resolve().name,

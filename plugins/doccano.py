@@ -38,6 +38,7 @@ class Doccano(ExportDataset):
     config: DoccanoConfig
     name = "doccano.v1"
     file_formats = {"doccano": {}}  # nlpfw convert's: write_file options
+    prediction_format = "doccano"  # nlpfw predict --output-format: prediction_file writes it
 
     def read_all(self, path: Path, split: str) -> list[Example]:
         bad = lambda where, message: self.bad_data(where, message, self.config.on_error)  # noqa: E731

@@ -49,6 +49,7 @@ class LabelStudio(ExportDataset):
     config: LabelStudioConfig
     name = "label_studio.v1"
     file_formats = {"label-studio": {}}  # nlpfw convert's: write_file options
+    prediction_format = "label-studio"  # nlpfw predict --output-format: prediction_file writes it
 
     def read_all(self, path: Path, split: str) -> list[Example]:
         options = LabelStudioOptions(self.config.text_field, self.config.annotation, self.config.annotator,
