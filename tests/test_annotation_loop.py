@@ -141,7 +141,7 @@ def test_cluener_submission_refuses_other_output_formats(run_dir):
     assert "Error: --submission writes its own format; leave out --output-format and --rank" in result.output
     result = CliRunner().invoke(cli, ["predict", str(run_dir), "上海", "--output-format", "brat"])
     assert result.exit_code == 1
-    assert "Error: --output-format: unknown format 'brat'; formats: jsonl, label-studio, doccano" in result.output
+    assert "Error: --output-format: unknown format 'brat'; formats: jsonl, doccano, label-studio" in result.output
 
 
 # --- convert ---------------------------------------------------------------------------------
