@@ -139,6 +139,9 @@ def test_cluener_submission_refuses_other_output_formats(run_dir):
     result = CliRunner().invoke(cli, ["predict", str(run_dir), "--cluener-submission", "--output-format", "doccano"])
     assert result.exit_code == 1
     assert "Error: --submission writes its own format; leave out --output-format and --rank" in result.output
+
+
+def test_unknown_output_format_names_the_formats(run_dir):
     result = CliRunner().invoke(cli, ["predict", str(run_dir), "上海", "--output-format", "brat"])
     assert result.exit_code == 1
     assert "Error: --output-format: unknown format 'brat'; formats: jsonl, doccano, label-studio" in result.output
