@@ -337,13 +337,20 @@ def evaluate(
               help="Write the dataset's leaderboard file (CLUENER2020's for cluener.v1) for --split (default "
                    "test) of the model's dataset.")  # fmt: skip
 @click.option("--split", default=None, help="Predict a split of the model's dataset.")
+@click.option("--output-format", default="jsonl", show_default=True,
+              help="jsonl: the prediction records as JSON lines; or a tool's format a dataset writes (label-studio: "
+                   "tasks with pre-annotations, predictions and scores; doccano: JSONL to import).")  # fmt: skip
+@click.option("--rank", type=click.Choice(["uncertainty"]), default=None,
+              help="Order the texts from least to most confident, with a confidence per text and per annotation.")  # fmt: skip
+@click.option("--model-version", default=None, help="Label Studio's model_version (default: the run folder's name).")
 @DEVICE
 @BATCH
 @click.pass_context
 @user_errors
 def predict(
     ctx: click.Context, run_dir: Path, texts: tuple[str, ...], input_file: Path | None, form: str,
-    output: Path | None, submission: bool, split: str | None, device: str, batch_size: int,
+    output: Path | None, submission: bool, split: str | None, output_format: str, rank: str | None,
+    model_version: str | None, device: str, batch_size: int,
 ) -> None:  # fmt: skip
     """Predict with a trained model: JSON lines, one per text (NER: entities with character
     offsets; a classifier: the label and its scores)."""
@@ -358,7 +365,7 @@ def predict(
         raise NlpfwError("give texts, --input FILE, or --split/--submission (exactly one of them)")
     if output is not None:
         io.check_writable(output)  # before the work, not after it
-    model, _ = _load(ctx, run_dir, device)
+    model, registry = _load(ctx, run_dir, device)
     examples = dataset = None
     if input_file is not None:
         records = read_inputs(input_file, form)
@@ -370,6 +377,15 @@ def predict(
         if submission and output is None:
             io.check_writable(Path(submission_file(dataset, [], [])[0]))  # the default name, before the work
     console = Console(stderr=True)
+    if output_format != "jsonl" or rank:
+        from nlpfw.annotate import check_output_format
+
+        check_output_format(output_format, registry)
+        if submission:
+            raise NlpfwError("--submission writes its own format; leave out --output-format and --rank")
+        _annotate(model, registry, records, output_format, rank, model_version or Path(run_dir).resolve().name,
+                  output, batch_size, console)  # fmt: skip
+        return
     with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, disable=len(records) <= 2048) as progress:  # fmt: skip
         bar = progress.add_task("predict", total=len(records))
@@ -386,6 +402,54 @@ def predict(
     else:
         io.write_text(output, "".join(f"{line}\n" for line in lines))
         console.print(f"Wrote {len(lines):,} predictions to {output}")
+
+
+def _annotate(
+    model: Any, registry: Any, records: list[dict[str, Any]], output_format: str, rank: str | None,
+    model_version: str, output: Path | None, batch_size: int, console: Console,
+) -> None:  # fmt: skip
+    """`predict --output-format/--rank`: pre-annotations for a tool, or texts ranked by uncertainty."""
+    from nlpfw import io
+    from nlpfw.annotate import predictions, render
+
+    predicted = predictions(model, [r["text"] for r in records], batch_size, scored=bool(rank) or output_format != "jsonl")
+    content, _ = render(records, predicted, output_format, model_version, rank=bool(rank), registry=registry)
+    if output is None:
+        click.echo(content, nl=False)
+        return
+    io.write_text(output, content)
+    ranked = ", least confident first" if rank else ""
+    console.print(f"Wrote {len(records):,} texts to {output} ({output_format}{ranked})")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--from", "source_format", default="auto", show_default=True,
+              help="Format of SOURCE (cluener, spans, conll, conll-bioes, label-studio, doccano, text: the datasets' "
+                   "file formats, and plain texts); auto: from its first record.")  # fmt: skip
+@click.option("--to", "target_format", required=True, help="Format to write TARGET in (as --from).")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+              help="Bad records: stop naming the file and line, or leave them out and count them.")  # fmt: skip
+@click.option("--text-field", default="text", show_default=True, help="Label Studio: the task data field of the text.")
+@click.pass_context
+@user_errors
+def convert(
+    ctx: click.Context, source: Path, target: Path, source_format: str, target_format: str, on_error: str,
+    text_field: str,
+) -> None:  # fmt: skip
+    """Convert a corpus between the datasets' file formats (CLUENER JSON, JSON spans, CoNLL, Label Studio,
+    doccano) and plain texts."""
+    from nlpfw.convert import convert as convert_corpus
+
+    _, registry = _plugins(ctx)
+    done = convert_corpus(source, target, source_format, target_format, registry, on_error, text_field)
+    click.echo(f"Read {done.texts:,} texts ({done.source_format}; {done.labelled:,} labelled, {done.annotations:,} "
+               f"annotations); wrote {done.written:,} to {target} ({target_format})")  # fmt: skip
+    for note in done.notes:
+        click.echo(f"Note: {note}")
+    if done.skipped:
+        click.echo(f"Skipped {len(done.skipped):,} bad record(s) or span(s); the first: {done.skipped[0]}")
 
 
 @cli.command()

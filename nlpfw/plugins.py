@@ -32,6 +32,8 @@ BUILTIN_PLUGINS = (
     "nlpfw_plugins.peoples_daily",
     "nlpfw_plugins.conll",
     "nlpfw_plugins.jsonl_spans",
+    "nlpfw_plugins.label_studio",
+    "nlpfw_plugins.doccano",
     "nlpfw_plugins.bert",
     "nlpfw_plugins.bilstm",
     "nlpfw_plugins.crf",

@@ -20,6 +20,7 @@ from pydantic import Field
 from nlpfw import textfile
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
+from nlpfw_plugins.formats import Bad, conll_text, write_notes
 from nlpfw_plugins.tags import Scheme, TagError, detect_scheme, read_spans, split_tag
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
 
@@ -77,6 +78,7 @@ class Conll(SplitFilesDataset):
     config_model = ConllConfig
     config: ConllConfig
     name = "conll.v1"
+    file_formats = {"conll": {"scheme": "BIO"}, "conll-bioes": {"scheme": "BIOES"}}  # nlpfw convert's: write_file options
 
     def read(self, path: Path, split: str, entity_types: Sequence[str] | None) -> list[Example]:
         examples: list[Example] = []
@@ -138,6 +140,31 @@ class Conll(SplitFilesDataset):
             position += len(token) + len(separator)
         spans = [Span(starts[s.start], starts[s.end - 1] + len(tokens[s.end - 1]), s.label) for s in spans]
         return Example(text, spans, line)
+
+    @classmethod
+    def read_file(cls, path: Path, bad: Bad) -> list[Example]:
+        """Every sentence of one file (BIO or BIOES), bad data through `bad`, for `nlpfw convert`."""
+        dataset = cls(cls.config_model(path=str(path.parent)), path.parent)
+        dataset.bad_data = lambda where, message, on_error="raise": bad(where, message)  # type: ignore[method-assign]
+        return dataset.read(path, "train", None)
+
+    @classmethod
+    def write_file(cls, examples: Sequence[Example], scheme: Scheme = "BIO") -> tuple[str, int, list[str]]:
+        """(a character and its tag a line; the labelled texts written; notes on the spans
+        overlapping a longer one and the texts without labels, which CoNLL cannot hold)."""
+        content, dropped = conll_text(examples, scheme)
+        written = sum(e.gold is not None and bool(e.text) for e in examples)
+        return content, written, write_notes(examples, written, dropped)
+
+    @classmethod
+    def detect_format(cls, path: Path, first: str) -> str | None:
+        """`TOKEN<tab or spaces>TAG` on the first line: `conll`, or `conll-bioes` if any E-/S- tag."""
+        columns = first.rstrip("\n").split("\t") if "\t" in first else first.split()
+        if len(columns) < 2 or not (columns[-1] == "O" or columns[-1][:2] in {f"{p}{s}" for p in "BIES" for s in "-_"}):
+            return None
+        with path.open(encoding="utf-8") as stream:
+            tags = (line.rstrip().rsplit(maxsplit=1)[-1][:2] for line in stream if line.strip())
+            return "conll-bioes" if any(t in ("E-", "S-", "E_", "S_") for t in tags) else "conll"
 
 
 @hookimpl

@@ -97,6 +97,46 @@ class CrfDecoder(Decoder):
         with torch.autocast(device_type=emissions.device.type, enabled=False):
             return viterbi(self.crf, emissions, mask.bool(), self.constraints)
 
+    def marginals(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The probability of each tag at each character given the whole text, [batch, chars,
+        tags] (forward-backward over the CRF; rows sum to 1 inside `mask`, 0 outside). With
+        `constrained`, over the allowed paths only, the distribution `decode` maximises."""
+        emissions = self.emissions(hidden)
+        with torch.autocast(device_type=emissions.device.type, enabled=False):
+            start, transitions = self.crf.start_transitions, self.crf.transitions
+            if self.constraints is not None:
+                start, transitions = self.constraints.mask_scores(start, transitions)
+            return tag_marginals(start, transitions, self.crf.end_transitions, emissions, mask.bool())
+
+    def confidence(self, hidden: torch.Tensor, mask: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """The probability of each tag `decode` chose (`tags` [batch, chars]) by `marginals`:
+        [batch, chars], 0 outside `mask` (for `nlpfw predict --rank uncertainty`)."""
+        return self.marginals(hidden, mask).gather(2, tags.long().unsqueeze(2)).squeeze(2)
+
+
+def tag_marginals(
+    start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor, emissions: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Per-character tag marginals [batch, chars, tags] of a linear-chain CRF with start [tags],
+    transition [tags, tags] and end [tags] scores (forbidden moves may be -inf), by the
+    forward-backward algorithm in log space and float64. `mask` is left-aligned and every row
+    starts on; positions outside it are 0."""
+    scores, on = emissions.double().transpose(0, 1), mask.T  # time first
+    steps = scores.shape[0]
+    trans, last = transitions.double().unsqueeze(0), end.double().expand(scores.shape[1], -1)
+    alphas = [start.double() + scores[0]]  # log-scores of the prefixes ending in each tag
+    for t in range(1, steps):
+        step = torch.logsumexp(alphas[-1].unsqueeze(2) + trans, dim=1) + scores[t]
+        alphas.append(torch.where(on[t].unsqueeze(1), step, alphas[-1]))
+    betas = [last]  # log-scores of the suffixes after each tag, the end transition included
+    for t in range(steps - 2, -1, -1):
+        step = torch.logsumexp(trans + (scores[t + 1] + betas[-1]).unsqueeze(1), dim=2)
+        betas.append(torch.where(on[t + 1].unsqueeze(1), step, last))
+    alpha, beta = torch.stack(alphas), torch.stack(betas[::-1])  # [chars, batch, tags]
+    log_z = torch.logsumexp(alphas[-1] + last, dim=1)  # [batch]: a row's alpha stops changing at its end
+    probabilities = (alpha + beta - log_z.view(1, -1, 1)).exp() * on.unsqueeze(2)
+    return probabilities.transpose(0, 1).to(emissions.dtype)
+
 
 def log_likelihood(crf: CRF, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Log-likelihood [batch] of `tags` given `emissions` [batch, chars, tags] under `crf`, as

@@ -22,6 +22,7 @@ from pydantic import Field
 from nlpfw import textfile
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
+from nlpfw_plugins.formats import SPAN_KEYS, Bad, cluener_records, json_lines, json_record, spans_records
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
 
 
@@ -36,6 +37,7 @@ class JsonlSpans(SplitFilesDataset):
     config_model = JsonlSpansConfig
     config: JsonlSpansConfig
     name = "jsonl_spans.v1"
+    file_formats = {"cluener": {"form": "cluener"}, "spans": {"form": "spans"}}  # nlpfw convert's: write_file options
 
     def read(self, path: Path, split: str, entity_types: Sequence[str] | None) -> list[Example]:
         examples: list[Example] = []
@@ -52,6 +54,37 @@ class JsonlSpans(SplitFilesDataset):
 
     def bad_line(self, where: str, message: str) -> None:
         self.bad_data(where, message, self.config.on_error)
+
+    @classmethod
+    def read_file(cls, path: Path, bad: Bad) -> list[Example]:
+        """Every line of one file in either form, every span kept (overlapping ones too), lines
+        without spans unlabelled; bad data through `bad`. For `nlpfw convert`."""
+        dataset = cls(cls.config_model(path=str(path.parent)), path.parent)
+        dataset.bad_data = lambda where, message, on_error="raise": bad(where, message)  # type: ignore[method-assign]
+        examples = []
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    example = KeepAllReader(dataset, f"{path}:{number}", None).example(line, labelled=False)
+                    if example is not None:
+                        examples.append(example)
+        return examples
+
+    @classmethod
+    def write_file(cls, examples: Sequence[Example], form: str = "spans") -> tuple[str, int, list[str]]:
+        """(JSON lines in the `spans` form or CLUENER's `label` form; every text written; no notes)."""
+        return json_lines(cluener_records(examples) if form == "cluener" else spans_records(examples)), len(examples), []
+
+    @classmethod
+    def detect_format(cls, path: Path, first: str) -> str | None:
+        """A JSON line whose `label` is an object: `cluener`; one without doccano's span lists
+        (`label`, `labels`, `entities`): `spans`."""
+        record = json_record(first)
+        if record is None:
+            return None
+        if isinstance(record.get("label"), dict):
+            return "cluener"
+        return None if any(isinstance(record.get(k), list) for k in SPAN_KEYS) else "spans"
 
 
 LABEL_FORM = "{type: {surface: [[start, end], ...]}}"
@@ -180,6 +213,13 @@ class LineReader:
                 this, that = span.text_in(self.text), other.text_in(self.text)
                 self.bad(f"{shown} {this!r} overlaps {kept[other]} {that!r} (flat tags hold one entity per character)")
         return sorted(kept)
+
+
+class KeepAllReader(LineReader):
+    """A line reader that keeps overlapping spans (a converter should lose nothing)."""
+
+    def flat(self, spans: list[tuple[Span, str]]) -> list[Span]:
+        return sorted({span for span, _ in spans})
 
 
 def is_int(value: Any) -> bool:

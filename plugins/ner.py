@@ -166,6 +166,24 @@ class NerTask(Task):
     def output(self, text: str, prediction: Sequence[Span]) -> dict[str, Any]:
         return {"entities": entity_records(text, prediction)}
 
+    def confidence(
+        self, text: str, prediction: Sequence[Span], windows: Sequence[Window], target: str
+    ) -> tuple[dict[str, Any], float]:
+        """The prediction's record fields with a `confidence` per entity, and the text's
+        confidence, from `windows` holding a decoder's `confidence` output (the probability of
+        the tag it chose at each character): each character's is taken from the window that
+        owns it; an entity's is the lowest of its characters', the text's the lowest of all its
+        characters' (1 for an empty text), so one doubtful character, inside an entity or just
+        outside one, makes the text doubtful whatever its length."""
+        per_char = np.ones(len(text), dtype=np.float64)
+        for window in windows:
+            lo, hi = window.owned
+            per_char[lo:hi] = np.asarray(window.output, dtype=np.float64)[lo - window.start : hi - window.start]
+        fields = self.output(text, prediction)
+        for entity, span in zip(fields["entities"], prediction):
+            entity["confidence"] = round(float(per_char[span.start : span.end].min()), CONFIDENCE_DIGITS)
+        return fields, round(float(per_char.min()), CONFIDENCE_DIGITS) if len(text) else 1.0
+
     def gold_to_json(self, gold: Sequence[Span]) -> list[list[Any]]:
         return [[s.start, s.end, s.label] for s in gold]
 
@@ -186,6 +204,9 @@ class NerTask(Task):
             f"[yellow]Note:[/] {train} train and {dev} dev span(s) overlap a longer one, which flat BIO tags "
             "cannot hold; the longer was kept for training, and dev is scored against all gold spans"
         ]
+
+
+CONFIDENCE_DIGITS = 4
 
 
 def entity_records(text: str, spans: Sequence[Span]) -> list[dict[str, Any]]:

@@ -49,6 +49,17 @@ class SoftmaxDecoder(Decoder):
         start, transitions = self.constraints.mask_scores(zeros, logits.new_zeros(self.num_labels, self.num_labels))
         return best_paths(start, transitions, zeros, logits.log_softmax(dim=-1), mask.bool())
 
+    def marginals(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each character's tag probabilities [batch, chars, tags] (the softmax; 0 outside `mask`).
+        With `constrained`, still the per-character softmax: decoding picks the best valid
+        sequence from these, and a tag it picks may not be the most probable one."""
+        return self.logits(hidden).softmax(dim=-1) * mask.unsqueeze(2)
+
+    def confidence(self, hidden: torch.Tensor, mask: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """The probability of each tag `decode` chose (`tags` [batch, chars]) by `marginals`:
+        [batch, chars], 0 outside `mask` (for `nlpfw predict --rank uncertainty`)."""
+        return self.marginals(hidden, mask).gather(2, tags.long().unsqueeze(2)).squeeze(2)
+
 
 @hookimpl
 def register_decoders(register):
