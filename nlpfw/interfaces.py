@@ -183,6 +183,18 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
 
+def input_ids(encoder: Encoder, text: str) -> np.ndarray:
+    """`encoder.char_ids(text)` as an int32 array, checked to hold exactly one id per character
+    (what every task's `encode` starts from)."""
+    ids = np.asarray(encoder.char_ids(text), dtype=np.int32)
+    if len(ids) != len(text):
+        raise ValueError(
+            f"encoder {type(encoder).__name__} gave {len(ids)} ids for "
+            f"{len(text)} characters; encoders must give one id per character"
+        )
+    return ids
+
+
 class DecoderConfig(Config):
     """Options every decoder has."""
 

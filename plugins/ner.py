@@ -31,7 +31,7 @@ import torch
 from pydantic import Field
 
 from nlpfw.hookspecs import hookimpl
-from nlpfw.interfaces import Config, Encoded, Encoder, Evaluation, Example, Span, Task, Window
+from nlpfw.interfaces import Config, Encoded, Encoder, Evaluation, Example, Span, Task, Window, input_ids
 from nlpfw_plugins.span_metrics import score_spans
 from nlpfw_plugins.tags import Mode, read_spans
 
@@ -94,13 +94,7 @@ class NerTask(Task):
         return tags
 
     def encode(self, example: Example, encoder: Encoder) -> Encoded:
-        ids = np.asarray(encoder.char_ids(example.text), dtype=np.int32)
-        if len(ids) != len(example.text):
-            raise ValueError(
-                f"encoder {type(encoder).__name__} gave {len(ids)} ids for "
-                f"{len(example.text)} characters; encoders must give one id per character"
-            )
-        encoded = Encoded(columns={"input_ids": ids})
+        encoded = Encoded(columns={"input_ids": input_ids(encoder, example.text)})
         if example.gold is not None:
             unknown = {s.label for s in example.gold} - set(self.labels)
             if unknown:

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
-from nlpfw.data import resolve
+from nlpfw import textfile
 from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
-from nlpfw.interfaces import Config, Dataset, Example
+from nlpfw.interfaces import Config, Example
+from nlpfw_plugins.splitfiles import SplitFilesDataset
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}
 
@@ -54,33 +56,13 @@ class TextLabelsConfig(Config):
     on_error: Literal["raise", "skip"] = Field(default="raise", description="bad data: raise, or skip the record and count it")
 
 
-class TextLabels(Dataset):
-    """Texts and their class labels, one file per split."""
+class TextLabels(SplitFilesDataset):
+    """Texts and their class labels, one file per split (the split files, `limit` and
+    `on_error` as for the NER corpora of `nlpfw_plugins.splitfiles`)."""
 
     config_model = TextLabelsConfig
-    config: TextLabelsConfig
+    config: TextLabelsConfig  # type: ignore[assignment]
     name = "text_labels.v1"
-
-    def __init__(self, config: TextLabelsConfig, data_root: Path):
-        super().__init__(config, data_root)
-        self._loaded: dict[str, list[Example]] = {}
-
-    def splits(self) -> tuple[str, ...]:
-        return ("train", "dev", "test") if self.config.test is not None else ("train", "dev")
-
-    def files(self, split: str) -> list[Path]:
-        if split not in self.splits():
-            hint = " (set dataset.test to add one)" if split == "test" else ""
-            raise DataError(f"{self.name} has no split {split!r}{hint}; splits: {', '.join(self.splits())}")
-        folder = resolve(self.config.path, self.data_root, "dataset.path", directory=True)
-        return [resolve(folder / getattr(self.config, split), self.data_root, f"dataset.{split}")]
-
-    def load(self, split: str) -> list[Example]:
-        if split not in self._loaded:
-            (path,) = self.files(split)
-            allowed = self.labels() if self.config.labels is not None or split == "test" else None
-            self._loaded[split] = self.read(path, split != "test", allowed)
-        return self._loaded[split]
 
     def labels(self) -> list[str]:
         """`dataset.labels` as given, else the sorted classes of train and dev."""
@@ -88,6 +70,11 @@ class TextLabels(Dataset):
             return list(self.config.labels)
         examples = self.load("train") + self.load("dev")
         return sorted({label for example in examples for label in example.gold or ()})
+
+    def allowed_types(self, split: str) -> list[str] | None:
+        """The classes `split` may use, or None for any: train and dev define them when the
+        recipe does not, so only a test split is checked against them."""
+        return self.labels() if self.config.labels is not None or split == "test" else None
 
     def form(self, path: Path) -> str:
         if self.config.format != "auto":
@@ -97,24 +84,25 @@ class TextLabels(Dataset):
             raise DataError(f"{path}: cannot tell the format from the extension; set dataset.format (jsonl, csv or tsv)")
         return form
 
-    def read(self, path: Path, labelled: bool, allowed: list[str] | None) -> list[Example]:
-        """The examples of one file, at most `limit`; bad lines go through `bad_data`."""
+    def read(self, path: Path, split: str, allowed: Sequence[str] | None) -> list[Example]:
+        """The examples of one file, at most `limit`; bad lines go through `bad_data`; a test
+        split may leave labels out."""
         examples: list[Example] = []
         for where, record in self.records(path):
-            if self.config.limit is not None and len(examples) >= self.config.limit:
+            if self.full(examples):
                 break
-            example = self.example(where, record, labelled, allowed)
+            example = self.example(where, record, split != "test", allowed)
             if example is not None:
                 examples.append(example)
         return examples
 
     def records(self, path: Path) -> Any:
-        """(`file:line`, the line's fields) for each record; a line that is no record is
-        reported here and its fields are None."""
+        """(`file:line`, the line's fields) for each record; a line that is no record (not UTF-8,
+        not JSON, the wrong number of columns) goes to `bad_data` and gives none."""
         form = self.form(path)
-        with path.open(encoding="utf-8", newline="") as stream:
+        with textfile.open_text(path, self.bad) as lines:
             if form == "jsonl":
-                for number, line in enumerate(stream, 1):
+                for number, line in lines:
                     if not line.strip():
                         continue
                     where = f"{path}:{number}"
@@ -128,7 +116,14 @@ class TextLabels(Dataset):
                         continue
                     yield where, record
                 return
-            reader = csv.reader(stream, delimiter="," if form == "csv" else "\t")
+            numbers: list[int] = []
+
+            def texts() -> Any:
+                for number, line in lines:
+                    numbers.append(number)
+                    yield line
+
+            reader = csv.reader(texts(), delimiter="," if form == "csv" else "\t")
             header = next(reader, None)
             if header is None:
                 return
@@ -140,7 +135,7 @@ class TextLabels(Dataset):
             for row in reader:
                 if not any(cell.strip() for cell in row):
                     continue
-                where = f"{path}:{reader.line_num}"
+                where = f"{path}:{numbers[-1]}"
                 if len(row) != len(header):
                     self.bad(where, f"{len(row)} columns where the header has {len(header)}")
                     continue
@@ -150,12 +145,14 @@ class TextLabels(Dataset):
                     record[self.config.label_field] = [part.strip() for part in label.split(self.config.label_separator) if part.strip()]
                 yield where, record
 
-    def example(self, where: str, record: dict[str, Any], labelled: bool, allowed: list[str] | None) -> Example | None:
+    def example(self, where: str, record: dict[str, Any], labelled: bool, allowed: Sequence[str] | None) -> Example | None:
         text_field, label_field = self.config.text_field, self.config.label_field
         text = record.get(text_field)
         if not isinstance(text, str):
             found = "no such field" if text is None else f"a {type(text).__name__}"
             return self.bad(where, f"{text_field!r} must be a string (found {found}; set dataset.text_field)")
+        if (problem := textfile.surrogate_problem(text, repr(text_field))) is not None:
+            return self.bad(where, problem)
         if label_field not in record:
             if labelled:
                 return self.bad(where, f"no {label_field!r} field (set dataset.label_field)")

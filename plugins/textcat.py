@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from nlpfw.hookspecs import hookimpl
-from nlpfw.interfaces import Config, Decoder, DecoderConfig, Encoded, Encoder, Evaluation, Example, Task, Window
+from nlpfw.interfaces import Config, Decoder, DecoderConfig, Encoded, Encoder, Evaluation, Example, Task, Window, input_ids
 from nlpfw.metrics import Counts
 from nlpfw_plugins.ner import pad
 
@@ -76,13 +76,7 @@ class TextcatTask(Task):
         return list(self.labels)
 
     def encode(self, example: Example, encoder: Encoder) -> Encoded:
-        ids = np.asarray(encoder.char_ids(example.text), dtype=np.int32)
-        if len(ids) != len(example.text):
-            raise ValueError(
-                f"encoder {type(encoder).__name__} gave {len(ids)} ids for "
-                f"{len(example.text)} characters; encoders must give one id per character"
-            )
-        encoded = Encoded(columns={"input_ids": ids})
+        encoded = Encoded(columns={"input_ids": input_ids(encoder, example.text)})
         if example.gold is not None:
             gold = list(example.gold)
             unknown = [label for label in gold if label not in self._index]

@@ -374,3 +374,16 @@ def test_two_processes_train_the_classifier_one_process_trains(tmp_path, data_ro
     one, two = (json.loads((run / "report.json").read_text(encoding="utf-8"))["best"] for run in (single, double))
     assert two["per_label"]["overall"]["support"] == 300  # every dev text scored once, gathered from both ranks
     assert two["summary"]["accuracy"] == pytest.approx(one["summary"]["accuracy"], abs=1 / 300)
+
+
+def test_bytes_that_are_not_utf8_and_lone_surrogates_are_bad_data(tmp_path):
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "train.jsonl").write_bytes('{"text": "好", "label": "pos"}\n'.encode() + b'{"text": "\xe9", "label": "neg"}\n'
+                                         + b'{"text": "ab\\ud800", "label": "neg"}\n')  # fmt: skip
+    (folder / "dev.jsonl").write_text('{"text": "好", "label": "pos"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.jsonl:2: not UTF-8 text: byte 0xe9"):
+        TextLabels(TextLabelsConfig(path=str(folder)), tmp_path).load("train")
+    lenient = TextLabels(TextLabelsConfig(path=str(folder), on_error="skip"), tmp_path)
+    assert [e.text for e in lenient.load("train")] == ["好"]
+    assert len(lenient.skipped) == 2 and "lone surrogate" in lenient.skipped[1] and ":3: " in lenient.skipped[1]
