@@ -66,17 +66,6 @@ def latest_run(recipe_name: str, root: Path = Path("runs")) -> Path:
     return max(runs, key=lambda p: checkpoint.find(p).stat().st_mtime)  # type: ignore[union-attr]
 
 
-def prepare_output_dir(path: Path, overwrite: bool) -> Path:
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"output folder {path} is a file")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise RunDirError(
-            f"output folder {path} already holds a run; choose another with --output, "
-            "or pass --overwrite to replace it"
-        )
-    return path  # created by the first file written into it
-
-
 def environment(device: torch.device, context: Context = SINGLE) -> dict[str, Any]:
     import transformers
 
