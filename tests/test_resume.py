@@ -39,9 +39,11 @@ def meta(output: Path) -> dict | None:
         return None
 
 
-def start_and_wait(output: Path, until) -> subprocess.Popen:
-    """Start a run and wait until `until(meta)` holds for its checkpoint (polling every 2 ms)."""
-    process = subprocess.Popen(command(output), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_and_wait(output: Path, until, args: list[str] | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a run (`args`, default the tiny quickstart into `output`) and wait until
+    `until(meta)` holds for its checkpoint in `output` (polling every 2 ms)."""
+    args = command(output) if args is None else args
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         state = meta(output)

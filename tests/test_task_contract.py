@@ -18,7 +18,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -245,19 +244,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(trained, tmp_path):
     folder, run = trained
     output = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    from test_resume import start_and_wait  # here, not at the top: the runs import this module as a plugin
+
     args = [sys.executable, "-m", "nlpfw", "-p", "test_task_contract", "run", str(recipe(folder)), "-o", str(output)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            state = json.loads((output / "checkpoint" / "meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            state = None
-        if state is not None and state["epoch"] == 2 and state["batch"] > 0:
-            break
-        if process.poll() is not None:
-            raise AssertionError(f"the run ended first:\n{process.stdout.read()}")
-        time.sleep(0.002)
+    process = start_and_wait(output, lambda m: m["epoch"] == 2 and m["batch"] > 0, args, env)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert not (output / "report.json").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_resume import comparable, meta
+from test_resume import comparable, start_and_wait
 from test_training import ROOT, run_ok
 
 import nlpfw
@@ -341,17 +340,7 @@ def test_report_and_compare_a_classifier_beside_an_ner_run(textcat_run, run_dir,
 def test_sigkill_then_resume_gives_the_uninterrupted_classifier(textcat_run, tmp_path):
     output = tmp_path / "run"
     args = [sys.executable, "-m", "nlpfw", *run_args(output, "trainer.checkpoint_every=4")]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    import time
-
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        state = meta(output)
-        if state is not None and state["epoch"] == 2 and state["batch"] > 0:
-            break
-        if process.poll() is not None:
-            raise AssertionError(f"the run ended first:\n{process.stdout.read()}")
-        time.sleep(0.002)
+    process = start_and_wait(output, lambda m: m["epoch"] == 2 and m["batch"] > 0, args)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert not (output / "report.json").exists()
