@@ -37,7 +37,31 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 class _Group(click.Group):
     """Exit codes as docs/errors.md promises: 1 for a usage error (click's own is 2), 128 + the
-    signal for Ctrl-C, SIGTERM or SIGHUP at any moment (click says "Aborted!" and exits 1)."""
+    signal for Ctrl-C, SIGTERM or SIGHUP at any moment (click says "Aborted!" and exits 1).
+
+    Plugins add commands through `register_commands`: they are looked up only when a command is
+    not built in, or when the commands are listed (`nlpfw --help`), so the built-in commands
+    start without loading every plugin first."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._plugin_commands(ctx).get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
+
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        root = ctx.find_root()
+        meta = root.meta.setdefault("nlpfw.plugin_commands", {})
+        modules = tuple(root.params.get("plugins") or ())
+        if modules not in meta:
+            from nlpfw.plugins import get_plugin_manager, plugin_commands
+
+            pm = get_plugin_manager(modules=modules)
+            commands, problems = plugin_commands(pm, set(self.commands))
+            for problem in problems:
+                click.echo(f"Warning: {problem}", err=True)
+            meta[modules] = commands
+        return meta[modules]
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
@@ -58,7 +82,7 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="nlpfw")
 @click.option(
-    "-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
+    "-p", "--plugin", "plugins", multiple=True, metavar="MODULE", is_eager=True,
     help="Load an uninstalled plugin module (repeatable), e.g. during development.",
 )  # fmt: skip
 @click.pass_context

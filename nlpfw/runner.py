@@ -37,14 +37,13 @@ from nlpfw.corpus import window_settings
 from nlpfw.data import data_root as default_data_root
 from nlpfw.device import amp_dtype, resolve_device
 from nlpfw.errors import DataError, RunDirError
-from nlpfw.interfaces import Dataset
+from nlpfw.interfaces import Callback, Dataset
 from nlpfw.model import Model, build_decoder, main_score, save_model
 from nlpfw.plugins import PluginManager, plugin_records
-from nlpfw.recipe import Recipe
+from nlpfw.recipe import Recipe, Section
 from nlpfw.registry import Registry
 from nlpfw.report import metric_title, result_tables
 from nlpfw.run_report import write_reports
-from nlpfw.tensorboard_log import EpochLog
 from nlpfw.trainer import History, Trainer, set_seed
 
 
@@ -145,7 +144,7 @@ def _run(
     context: Context,
 ) -> History:
     saved = checkpoint.load(output_dir) if resume else None
-    tensorboard = EpochLog(output_dir / "tensorboard") if recipe.trainer.tensorboard and context.main else None
+    callbacks = build_callbacks(recipe, registry)  # before anything heavy: a missing package stops the run here
     data_root = data_root or default_data_root()
     device = rank_device(context, resolve_device(recipe.trainer.device))
     amp = amp_dtype(device, recipe.trainer.amp)
@@ -218,8 +217,6 @@ def _run(
         if record["best"]:  # swapped in as model/ once the checkpoint that records it is written
             rundir.stage_model(output_dir, record["epoch"], lambda folder: save_model(folder, model, task, recipe))
         io.write_jsonl(output_dir / "metrics.jsonl", history.epochs)
-        if tensorboard is not None:
-            tensorboard.log(record)
         name, value, _ = main_score(record)
         console.print(
             f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, dev loss "
@@ -229,16 +226,12 @@ def _run(
         for table in result_tables(record, reference):
             console.print(table)
 
-    trainer = Trainer(model, task, recipe.trainer, device, amp, console, context)
+    trainer = Trainer(model, task, recipe.trainer, device, amp, console, context, callbacks)
     if saved is not None:
         position = saved.position
         console.print(f"Resuming from {checkpoint.find(output_dir)}: epoch {position.epoch}, "
                       f"batch {position.batch}, step {position.step}")  # fmt: skip
-    try:
-        history = trainer.fit(train, dev, on_epoch, output_dir, saved)
-    finally:
-        if tensorboard is not None:
-            tensorboard.close()
+    history = trainer.fit(train, dev, on_epoch, output_dir, saved)
 
     best = history.best
     assert best is not None
@@ -265,6 +258,19 @@ def _run(
     for table in tables:
         console.print(table)
     return history
+
+
+TENSORBOARD = "tensorboard.v1"  # what `trainer.tensorboard = true` stands for
+
+
+def build_callbacks(recipe: Recipe, registry: Registry) -> list[Callback]:
+    """The recipe's callbacks in order, and a TensorBoard one for `trainer.tensorboard = true`
+    (unless the recipe lists one already)."""
+    sections = list(recipe.callbacks)
+    if recipe.trainer.tensorboard and all(section.type != TENSORBOARD for section in sections):
+        component = registry.get("callback", TENSORBOARD)
+        sections.append(Section(component, component.cls.config_model()))
+    return [section.component.cls(section.config) for section in sections]
 
 
 def data_summary(corpus: Corpus, window: int | None, stride: int, load_time: float) -> dict[str, Any]:

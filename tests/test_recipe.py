@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
 QUICKSTART = ROOT / "recipes" / "quickstart.toml"
 BERT_CRF = ROOT / "recipes" / "bert_crf_cluener.toml"
-ALLOWED = "allowed: name, description, task, dataset, encoder, decoder, trainer"
+ALLOWED = "allowed: name, description, task, dataset, encoder, decoder, trainer, callbacks"
 
 
 @pytest.fixture(scope="module")
