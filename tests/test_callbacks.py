@@ -52,12 +52,14 @@ class StepLogConfig(Config):
 
 class StepLog(Callback):
     """Writes one line per optimizer step: the step, the learning rate and the gradient norm
-    before clipping (what `before_step` sees)."""
+    before clipping (what `before_step` sees); in a distributed run, one file per rank."""
 
     config_model = StepLogConfig
 
     def on_train_start(self, trainer) -> None:
         self.path = trainer.run_dir / self.config.file
+        if trainer.context.active:
+            self.path = self.path.with_suffix(f".rank{trainer.context.rank}.jsonl")
 
     def before_step(self, trainer) -> None:
         norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters() if p.grad is not None]))
@@ -319,6 +321,21 @@ def test_sigkill_then_resume_with_fgm_and_ema_gives_the_same_run(uninterrupted, 
     assert comparable(output) == comparable(uninterrupted)
     assert_same_weights(output / "model" / "model.safetensors", uninterrupted / "model" / "model.safetensors")
     assert_same_weights(output / "checkpoint" / "model.safetensors", uninterrupted / "checkpoint" / "model.safetensors")
+
+
+def test_fgm_under_ddp_averages_the_gradients_once_on_every_rank(tmp_path, data_root):
+    """Each rank attacks with its own gradient and back-propagates twice; the gradients the
+    optimizer sees must still be the ranks' average, equal on both ranks at every step."""
+    output = tmp_path / "run"
+    settings = [*TINY, "trainer.epochs=1", "trainer.amp=false",
+                'callbacks=[{type = "fgm.v1"}, {type = "step_log.v1"}]']  # fmt: skip
+    run_ok(nlpfw("run", str(RECIPE), "-o", str(output), "--nproc", "2", *[a for item in settings for a in ("--set", item)]),
+           env=plugin_env())  # fmt: skip
+    ranks = [[json.loads(line) for line in (output / f"steps.rank{rank}.jsonl").read_text(encoding="utf-8").splitlines()]
+             for rank in (0, 1)]  # fmt: skip
+    assert len(ranks[0]) == len(ranks[1]) == 10  # 160 texts in global batches of 16
+    for first, second in zip(*ranks):
+        assert first["grad_norm"] == pytest.approx(second["grad_norm"], rel=1e-6)
 
 
 def test_ema_weights_are_the_saved_model(uninterrupted):
