@@ -69,6 +69,13 @@ class _Adversarial(Callback):
         # gradients accumulated from earlier batches, set aside to get this batch's own
         self.before = {name: p.grad.detach().clone() for name, p in self.params.items() if p.grad is not None}
 
+    @torch.no_grad()
+    def put_back(self, saved: dict[str, torch.Tensor]) -> None:
+        """The embeddings exactly as they were before the attack; the batch is done."""
+        for name, param in self.params.items():
+            param.copy_(saved[name])
+        self.before = {}
+
     def batch_gradient(self, name: str, param: nn.Parameter) -> torch.Tensor:
         grad = param.grad if param.grad is not None else torch.zeros_like(param)
         before = self.before.get(name)
@@ -90,10 +97,7 @@ class FGM(_Adversarial):
         try:
             batch.forward_backward(last=True)
         finally:
-            with torch.no_grad():
-                for name, param in self.params.items():
-                    param.copy_(saved[name])
-        self.before = {}
+            self.put_back(saved)
 
 
 class PGDConfig(AdversarialConfig):
@@ -133,10 +137,7 @@ class PGD(_Adversarial):
                     model.zero_grad(set_to_none=False)
                 batch.forward_backward(last=last)
         finally:
-            with torch.no_grad():
-                for name, param in self.params.items():
-                    param.copy_(saved[name])
-        self.before = {}
+            self.put_back(saved)
 
 
 def _shrink(delta: torch.Tensor, radius: float) -> torch.Tensor:
