@@ -93,7 +93,7 @@ def validate(ctx: click.Context, recipes: tuple[Path, ...], overrides: tuple[str
     failed = 0
     for path in recipes:
         try:
-            recipe = load_recipe(path, registry, overrides)
+            recipe = load_recipe(_recipe_file(path), registry, overrides)
             _check_window(recipe, str(path))
         except RecipeError as error:
             failed += 1
@@ -133,6 +133,7 @@ def run(
     from nlpfw.recipe import load_recipe
 
     pm, registry = _plugins(ctx)
+    recipe = _recipe_file(recipe)
     loaded = load_recipe(recipe, registry, overrides)
 
     from nlpfw.runner import default_output_dir, latest_run
@@ -200,6 +201,46 @@ def run(
         f"Done: best dev {metric_title(name)} {value:.4f} "
         f"at epoch {history.best['epoch']}. Run folder: [bold]{folder}[/]"
     )
+
+
+def _recipe_file(argument: Path) -> Path:
+    """A recipe path that exists, else the built-in recipe of that name (`quickstart`)."""
+    from nlpfw.starter import find_recipe
+
+    return find_recipe(argument)
+
+
+@cli.command()
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--task", default="ner.v1", show_default=True, help="Task plugin.")
+@click.option("--encoder", default="bert.v1", show_default=True, help="Encoder plugin.")
+@click.option("--decoder", default="crf.v1", show_default=True, help="Decoder plugin.")
+@click.option("--dataset", default="cluener.v1", show_default=True, help="Dataset plugin.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.pass_context
+@user_errors
+def init(ctx: click.Context, output: Path, task: str, encoder: str, decoder: str, dataset: str, force: bool) -> None:
+    """Write a starter recipe: every option of the chosen components and of the trainer, at its
+    default, under its description (`nlpfw list-plugins` shows the choices)."""
+    from nlpfw import io
+    from nlpfw.starter import check_starter, starter_recipe
+
+    if output.exists() and not force:
+        raise NlpfwError(f"{output} exists; choose another name, or --force to replace it")
+    if output.suffix != ".toml":
+        raise NlpfwError(f"{output}: a recipe is a .toml file; name it {output.name}.toml")
+    io.check_writable(output)
+    _, registry = _plugins(ctx)
+    choices = {"task": task, "dataset": dataset, "encoder": encoder, "decoder": decoder}
+    text = starter_recipe(registry, output.stem, choices)
+    io.write_text(output, text)
+    try:
+        check_starter(text, registry, str(output))
+    except RecipeError as error:
+        click.echo(f"Wrote {output}; fill in what it lacks before running it:\n{error}", err=True)
+        sys.exit(1)
+    click.echo(f"Wrote {output} ({task}, {dataset}, {encoder} + {decoder}; every option at its default). "
+               f"Next: nlpfw validate {output}, then nlpfw run {output}")  # fmt: skip
 
 
 def _check_window(recipe: Any, source: str) -> None:
