@@ -548,7 +548,7 @@ def export(
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Server processes, each with its own copy of the model.")  # fmt: skip
 @click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="CPU threads for each process's model (default: torch's, divided among the workers).")  # fmt: skip
+              help="CPU threads for each process's model (default: torch's; with --workers, the cores this process may use divided among them).")  # fmt: skip
 @click.option("--batch-wait-ms", default=2.0, show_default=True, type=click.FloatRange(min=0),
               help="How long a micro-batch waits for more requests after its first.")  # fmt: skip
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(min=1),
@@ -579,12 +579,12 @@ def serve(
                          "pip install 'nlpfw[serve]'") from None  # fmt: skip
     import torch
 
-    from nlpfw.device import resolve_device
+    from nlpfw.device import resolve_device, threads_per_process
 
     _quiet_transformers()
     _, registry = _plugins(ctx)
     device = str(resolve_device(device))
-    threads = threads or (max(1, torch.get_num_threads() // workers) if workers > 1 else None)
+    threads = threads or (min(torch.get_num_threads(), threads_per_process(workers)) if workers > 1 else None)
     model = load_for_serving(run_dir, registry, device, onnx_file, threads)  # errors before binding
     settings = ServeSettings(
         batching=not no_batching, max_batch_texts=max_batch, max_wait_ms=batch_wait_ms, batch_size=batch_size,
