@@ -36,13 +36,13 @@ def test_wheel_in_a_fresh_venv(tmp_path, data_root) -> None:
     python, nlpfw = venv / "bin" / "python", venv / "bin" / "nlpfw"
     run([python, "-m", "pip", "install", "--quiet", TORCH])
     run([python, "-m", "pip", "install", "--quiet", wheel])
-    where = run([python, "-c", "import nlpfw, nlpfw.starter as s; print(nlpfw.__file__); print(s.recipes_folder())"])
-    assert str(venv) in where.stdout and str(ROOT) not in where.stdout  # the installed copy, not the checkout
-
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env |= {"NLPFW_DATA_ROOT": str(data_root), "NLPFW_CACHE_DIR": str(tmp_path / "cache")}
+    code = "import nlpfw, nlpfw.starter as s; print(nlpfw.__file__); print(s.recipes_folder())"
+    where = run([python, "-c", code], cwd=work, env=env)
+    assert str(venv) in where.stdout and str(ROOT) not in where.stdout  # the installed copy, not the checkout
     init = run([nlpfw, "init", "ner.toml", "--encoder", "bilstm.v1", "--decoder", "crf.v1"], cwd=work, env=env)
     assert "Wrote ner.toml" in init.stdout
     run([nlpfw, "init", "bert.toml"], cwd=work, env=env)
