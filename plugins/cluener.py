@@ -1,9 +1,9 @@
 """`cluener.v1`: CLUENER2020, fine-grained Chinese NER (ten entity types).
 
 Reads `train.json`, `dev.json` and `test.json` (JSON lines; test has `id` and `text` only)
-from `path` under the data root. When the folder is missing (and `download` is on, as by
-default), the public release is fetched from `url`, and every file is checked against its
-published sha256 before it is kept.
+from `path` under the data root. When the folder is missing and `download` allows it (by
+default: when `path` is relative, a folder under the data root), the public release is fetched
+from `url`, and every file is checked against its published sha256 before it is kept.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ ENTITY_TYPES = [
 class CluenerConfig(Config):
     path: str = Field(default="cluener", description="folder under the data root (or absolute)")
     limit: int | None = Field(default=None, ge=1, description="read at most N lines of each split")
-    download: bool = Field(default=True, description="fetch the public release (checked file by file) if path is missing")
+    download: bool | None = Field(
+        default=None, description="fetch the public release (checked file by file) if the folder is missing: true, "
+        "false, or unset: only where path is relative (a folder under the data root)",
+    )  # fmt: skip
     url: str = Field(default=CLUENER_URL, description="where download fetches the release zip from: a URL or a local path")
 
 
@@ -53,10 +56,10 @@ class Cluener(Dataset):
         return list(ENTITY_TYPES)
 
     def folder(self) -> Path:
-        if self.config.download:
-            target = under_root(self.config.path, self.data_root)
-            if not target.is_dir():
-                download(self.config.url, target)
+        target = under_root(self.config.path, self.data_root)
+        fetch = self.config.download if self.config.download is not None else not Path(self.config.path).expanduser().is_absolute()
+        if fetch and not target.is_dir():
+            download(self.config.url, target)
         return resolve(self.config.path, self.data_root, "dataset.path", directory=True)
 
     def files(self, split: str) -> list[Path]:

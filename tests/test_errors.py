@@ -86,8 +86,7 @@ def test_a_missing_data_root_names_the_file_and_the_variable(tmp_path):
 
 
 def test_a_missing_dataset_folder_is_named(tmp_path, data_root):
-    result = invoke("run", QUICKSTART, "-o", tmp_path / "run", "--set", f"dataset.path={tmp_path / 'nope'}",
-                    "--set", "dataset.download=false")  # fmt: skip
+    result = invoke("run", QUICKSTART, "-o", tmp_path / "run", "--set", f"dataset.path={tmp_path / 'nope'}")
     assert result.exit_code == 1
     assert f"Error: dataset.path: folder not found: {tmp_path / 'nope'}" in result.output
 
