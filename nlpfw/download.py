@@ -143,7 +143,12 @@ def copy_tree_atomically(files: dict[str, bytes], folder: Path) -> None:
         staging.mkdir(parents=True)
         for name, data in files.items():
             (staging / name).write_bytes(data)
-        os.replace(staging, folder)
+        try:
+            os.replace(staging, folder)
+        except OSError:
+            if not all((folder / name).is_file() for name in files):
+                raise
+            shutil.rmtree(staging)  # another process (a rank of the same run) put it there first
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -128,6 +128,8 @@ def test_cluener_release_is_checked_per_file(site, tmp_path) -> None:
     assert sorted(os.listdir(folder)) == ["dev.json", "test.json", "train.json"]
     assert {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in SHA256} == SHA256
     assert os.listdir(folder.parent) == ["cluener"]
+    download(str(site / "cluener_public.zip"), folder)  # a local zip; another rank got there first: kept as is
+    assert os.listdir(folder.parent) == ["cluener"] and sorted(os.listdir(folder)) == ["dev.json", "test.json", "train.json"]
 
 
 def _quickstart(root: Path, runs: Path, endpoint: str, *overrides: str) -> subprocess.CompletedProcess:
