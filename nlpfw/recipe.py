@@ -33,16 +33,16 @@ class TrainerConfig(Config):
     max_steps: int | None = Field(
         default=None, ge=1, description="stop after this many optimizer steps (smoke tests)"
     )
-    batch_size: int = Field(default=24, ge=1)
-    eval_batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=24, ge=1, description="training batch")
+    eval_batch_size: int = Field(default=64, ge=1, description="evaluation batch")
     lr: float = Field(default=3e-5, gt=0, description="learning rate of the encoder")
-    weight_decay: float = Field(default=0.01, ge=0)
-    adam_epsilon: float = Field(default=1e-8, gt=0)
-    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (none on biases and norms)")
+    adam_epsilon: float = Field(default=1e-8, gt=0, description="AdamW epsilon")
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1, description="share of the steps with linear warm-up, then linear decay to 0")
     max_grad_norm: float | None = Field(default=1.0, gt=0, description="gradient clipping")
-    grad_accum_steps: int = Field(default=1, ge=1)
-    seed: int = 42
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+    grad_accum_steps: int = Field(default=1, ge=1, description="batches accumulated per optimizer step")
+    seed: int = Field(default=42, description="seeds Python, NumPy, torch and the shuffling")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$", description="auto (CUDA, then MPS, then CPU), cpu, mps, cuda or cuda:N")
     amp: bool = Field(
         default=True, description="mixed precision: on CUDA, and in training on CPUs with bf16 matrix units"
     )
@@ -66,7 +66,7 @@ class TrainerConfig(Config):
     stride: int | None = Field(
         default=None, ge=0, description="characters shared by neighbouring windows (default: window // 4)"
     )
-    threads: int | None = Field(default=None, ge=1, description="CPU threads torch computes with (default: torch's)")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads torch computes with (default: the cores this process may use, divided among the local ranks; OMP_NUM_THREADS if set)")
     tensorboard: bool = Field(
         default=False,
         description="log each epoch to RUN_DIR/tensorboard (needs tensorboard): a shorthand for a tensorboard.v1 callback",

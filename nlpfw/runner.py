@@ -35,7 +35,7 @@ from nlpfw.cache import Corpus, file_digest, prepare_corpus
 from nlpfw.distributed import SINGLE, Context, rank_device
 from nlpfw.corpus import window_settings
 from nlpfw.data import data_root as default_data_root
-from nlpfw.device import amp_dtype, resolve_device
+from nlpfw.device import amp_dtype, cpu_threads, explicit_threads, resolve_device, set_cpu_threads
 from nlpfw.errors import DataError, RunDirError
 from nlpfw.interfaces import Callback, Dataset
 from nlpfw.model import Model, build_decoder, main_score, save_model
@@ -88,6 +88,7 @@ def environment(device: torch.device, context: Context = SINGLE) -> dict[str, An
         "device": str(device),
         "device_name": name,
         "threads": torch.get_num_threads(),
+        "threads_from": cpu_threads()[1] if device.type == "cpu" else None,
         "processes": context.world,
     }
 
@@ -122,14 +123,11 @@ def run(
 
     With `resume`, continue the run in `output_dir` from its checkpoint. In a distributed run
     (`context`) every rank trains and evaluates its share; only rank 0 writes files.
-    `trainer.threads` applies for the run only; the caller's thread count is restored after."""
-    threads = torch.get_num_threads()
-    if recipe.trainer.threads is not None:
-        torch.set_num_threads(recipe.trainer.threads)
-    try:
+    `trainer.threads` applies for the run only; the caller's thread count is restored after.
+    Without it, a CPU run uses the cores this process may use divided among the local ranks
+    (`nlpfw.device.cpu_threads`)."""
+    with explicit_threads(recipe.trainer.threads):
         return _run(recipe, output_dir, registry, pm, console, data_root, use_cache, resume, context)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(
@@ -147,6 +145,8 @@ def _run(
     callbacks = build_callbacks(recipe, registry)  # before anything heavy: a missing package stops the run here
     data_root = data_root or default_data_root()
     device = rank_device(context, resolve_device(recipe.trainer.device))
+    if device.type == "cpu":
+        set_cpu_threads()  # before the environment records the count (the trainer keeps it)
     amp = amp_dtype(device, recipe.trainer.amp)
     dataset = recipe.dataset.component.cls(recipe.dataset.config, data_root)
     set_seed(recipe.trainer.seed)  # the encoder and decoder initialise from the seed

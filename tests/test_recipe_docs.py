@@ -11,7 +11,7 @@ DOC = (Path(__file__).resolve().parent.parent / "docs" / "recipes.md").read_text
 
 
 def _documented_keys(section: str) -> set[str]:
-    return set(re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.M))
+    return set(re.findall(r"^\| `([a-z][a-z0-9_]*)` \|", section, flags=re.M))
 
 
 def test_every_builtin_component_and_option_is_documented(registry):
