@@ -271,6 +271,13 @@ def test_a_run_from_scratch_learns_and_reports_loss_and_accuracy(pretrained):
     saved = safetensors.torch.load_file(str(run / "model" / "model.safetensors"))
     assert "encoder.bert.embeddings.word_embeddings.weight" in saved  # the tied output layer: stored once
     assert not any(name.startswith("decoder") and "word_embeddings" in name for name in saved)
+    import nlpfw
+
+    text = "中共中央总书记、国家主席江泽民发表新年讲话。" * 3
+    (record,) = nlpfw.load(run).predict([text])  # the text masked as dev is, and the head's guesses
+    assert record["masked"] and all(text[m["start"]] == m["char"] for m in record["masked"])
+    assert {m["correct"] for m in record["masked"]} <= {True, False}
+    assert all(m["correct"] == (m["predicted"] == m["char"]) for m in record["masked"])
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_run(pretrained, tmp_path, news):
