@@ -5,9 +5,10 @@ classes, or an nlpfw run folder (or its `model/`, or `model/encoder/`) whose BER
 takes, weights included (e.g. one pretrained by `mlm.v1`); or, with `vocab` instead, a BERT is
 built from scratch from the size settings (for offline and CPU runs). `init_from` starts such a
 from-scratch BERT from another's weights (an nlpfw run folder or a local Hugging Face folder)
-instead of random ones: the recipe keeps its size settings, and they must match the weights'. Characters are looked up one by one in the vocabulary (a word-piece
-tokenizer would merge `CSOL` into `cs ##ol` and break offsets); whitespace maps to
-`[unused1]`, since BERT's tokenizer would drop it.
+instead of random ones: the recipe keeps its size settings, and they must match the weights'.
+Characters are looked up one by one in the vocabulary (a word-piece tokenizer would merge `CSOL`
+into `cs ##ol` and break offsets); whitespace maps to `[unused1]`, since BERT's tokenizer would
+drop it.
 """
 
 from __future__ import annotations
@@ -297,6 +298,9 @@ def _load_state(bert: nn.Module, state: dict[str, torch.Tensor], where: str) -> 
     missing = [name for name in own if name not in state and not name.endswith("position_ids")]
     if missing:
         raise DataError(f"{where}: lacks {len(missing)} of the model's weights, e.g. {missing[0]} (another architecture?)")
+    extra = [name for name in state if name not in own and not name.endswith("position_ids")]
+    if extra:
+        raise DataError(f"{where}: has {len(extra)} weights the model lacks, e.g. {extra[0]} (more layers than num_layers?)")
     bert.load_state_dict(state, strict=False)
 
 
@@ -312,6 +316,7 @@ def _init_from(bert: nn.Module, tokenizer: Any, source: str) -> None:
         try:
             theirs = transformers.AutoTokenizer.from_pretrained(path)
             state = transformers.AutoModel.from_pretrained(path).state_dict()
+            state = {name: value for name, value in state.items() if not name.startswith("pooler.")}
         except OSError as error:
             raise DataError(f"{key}: cannot load {path}: {error}") from None
     else:

@@ -307,6 +307,9 @@ def test_the_pretrained_encoder_loads_and_fine_tunes_ner(pretrained, data_root, 
     with pytest.raises(DataError, match=r"encoder.init_from: .*/run: embeddings\.\S+ has shape \((21128, )?32,?\), the model \((21128, )?64,?\); the size settings"):
         BertEncoder.from_config(BertEncoderConfig(vocab="bert-base-chinese-vocab/vocab.txt", init_from=str(run),
                                                   **{**TINY_BERT, "hidden_size": 64}), data_root)  # fmt: skip
+    with pytest.raises(DataError, match=r"encoder.init_from: .*/run: lacks 16 of the model's weights, e.g. encoder.layer.1.attention"):
+        BertEncoder.from_config(BertEncoderConfig(vocab="bert-base-chinese-vocab/vocab.txt", init_from=str(run),
+                                                  **{**TINY_BERT, "num_layers": 2}), data_root)  # fmt: skip
     ner = tmp_path / "ner"
     sizes = [f"encoder.{k}={v}" for k, v in TINY_BERT.items()]
     overrides = [*sizes, "dataset.limit=64", "trainer.max_steps=2", "trainer.batch_size=16", f"encoder.init_from={run}"]
