@@ -226,6 +226,10 @@ class Decoder(nn.Module):
     targets: ClassVar[tuple[str, ...]] = ()  # every decoder names the targets it learns from
     output_name: ClassVar[str] = "output"  # what `decode` returns, as the ONNX graph names its output
     exportable: ClassVar[bool] = True  # False: `decode` cannot be traced to ONNX (data-dependent shapes)
+    # True: `decode(hidden, mask, gold)` also gets the batch's target column (None when the batch
+    # has none), for a decoder whose output scores what the batch asked of it: a masked LM
+    # predicts and scores only the characters the task masked in that batch.
+    reads_gold: ClassVar[bool] = False
 
     def __init__(self, config: Config, input_dim: int, labels: Sequence[str], target: str):
         super().__init__()
@@ -234,6 +238,12 @@ class Decoder(nn.Module):
         self.labels = list(labels)
         self.num_labels = len(self.labels)
         self.target = target
+
+    def bind(self, encoder: Encoder) -> None:
+        """Called once with the encoder when the model is assembled (`nlpfw.model.Model`), before
+        the optimizer is made and before saved weights are loaded: a decoder that depends on the
+        encoder (a masked-LM head sized by its vocabulary, its output tied to the input
+        embeddings) builds those parts here. The default does nothing."""
 
     def loss(self, hidden: torch.Tensor, gold: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Scalar training loss; `hidden` [batch, chars, input_dim], `mask` [batch, chars] bool;

@@ -45,6 +45,7 @@ class Model(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        decoder.bind(encoder)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Training loss of a batch."""
@@ -55,8 +56,10 @@ class Model(nn.Module):
         """(loss if the batch has gold targets, else None; the decoder's output), from one
         encoder pass."""
         hidden = self.encoder(batch["input_ids"], batch["mask"])
-        target = self.decoder.target
-        loss = self.decoder.loss(hidden, batch[target], batch["mask"]) if target in batch else None
+        gold = batch.get(self.decoder.target)
+        loss = self.decoder.loss(hidden, gold, batch["mask"]) if gold is not None else None
+        if self.decoder.reads_gold:
+            return loss, self.decoder.decode(hidden, batch["mask"], gold)
         return loss, self.decoder.decode(hidden, batch["mask"])
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:

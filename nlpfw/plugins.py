@@ -40,6 +40,8 @@ BUILTIN_PLUGINS = (
     "nlpfw_plugins.softmax",
     "nlpfw_plugins.textcat",
     "nlpfw_plugins.text_labels",
+    "nlpfw_plugins.mlm",
+    "nlpfw_plugins.text_files",
     "nlpfw_plugins.adversarial",
     "nlpfw_plugins.ema",
     "nlpfw_plugins.tensorboard",

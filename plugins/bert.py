@@ -1,11 +1,16 @@
 """`bert.v1`: a BERT-family encoder from transformers, one hidden vector per character.
 
 `pretrained` is a hub name (`bert-base-chinese`) or a local directory, loaded with the Auto
-classes; or, with `vocab` instead, a BERT is built from scratch from the size settings (for
-offline and CPU runs). With `download = true` a missing `vocab` file is fetched from
-`vocab_url` (bert-base-chinese's, from the Hub) and checked against `vocab_sha256`. Characters are looked up one by one in the vocabulary (a word-piece
-tokenizer would merge `CSOL` into `cs ##ol` and break offsets); whitespace maps to
-`[unused1]`, since BERT's tokenizer would drop it.
+classes, or an nlpfw run folder (or its `model/`, or `model/encoder/`) whose BERT encoder it
+takes, weights included (e.g. one pretrained by `mlm.v1`); or, with `vocab` instead, a BERT is
+built from scratch from the size settings (for offline and CPU runs). `init_from` starts such a
+from-scratch BERT from another's weights (an nlpfw run folder or a local Hugging Face folder)
+instead of random ones: the recipe keeps its size settings, and they must match the weights'.
+With `download = true` a missing `vocab` file is fetched from
+`vocab_url` (bert-base-chinese's, from the Hub) and checked against `vocab_sha256`. Characters
+are looked up one by one in the vocabulary (a word-piece tokenizer would merge `CSOL` into
+`cs ##ol` and break offsets); whitespace maps to `[unused1]`, since BERT's tokenizer would
+drop it.
 """
 
 from __future__ import annotations
@@ -67,6 +72,11 @@ class BertEncoderConfig(EncoderConfig):
     lstm_hidden_size: int = Field(default=256, ge=1, description="BiLSTM size per direction")
     lstm_layers: int = Field(default=1, ge=1, description="BiLSTM layers")
     trust_remote_code: bool = Field(default=False, description="let transformers run code shipped with a checkpoint (only for checkpoints you trust)")
+    init_from: str | None = Field(
+        default=None,
+        description="from scratch: start from the weights of this nlpfw run folder (or a local "
+        "Hugging Face folder) instead of random ones; its sizes and vocabulary must match",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -87,6 +97,8 @@ class BertEncoderConfig(EncoderConfig):
             )
         if self.vocab is not None and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        if self.init_from is not None and self.pretrained is not None:
+            raise ValueError("init_from starts a from-scratch model (vocab and size settings); with pretrained, leave it out")
         return self
 
 
@@ -123,7 +135,9 @@ class BertEncoder(Encoder):
         if config.vocab is not None:
             return (config.max_position_embeddings or SIZE_DEFAULTS["max_position_embeddings"]) - 2
         assert config.pretrained is not None
-        for folder in (Path(config.pretrained).expanduser(), data_root / config.pretrained):
+        path = Path(config.pretrained).expanduser()
+        model_folder = nlpfw_model_folder(path)
+        for folder in (path, data_root / config.pretrained, *([model_folder / "encoder"] if model_folder else [])):
             try:
                 size = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
             except (OSError, ValueError):
@@ -149,7 +163,14 @@ class BertEncoder(Encoder):
                 hidden_dropout_prob=config.hidden_dropout,
                 attention_probs_dropout_prob=config.attention_dropout,
             )
-            return cls(config, transformers.BertModel(bert_config, add_pooling_layer=False), tokenizer)
+            bert = transformers.BertModel(bert_config, add_pooling_layer=False)
+            if config.init_from is not None:
+                _init_from(bert, tokenizer, config.init_from)
+            return cls(config, bert, tokenizer)
+        model_folder = nlpfw_model_folder(Path(config.pretrained).expanduser())
+        if model_folder is not None:
+            tokenizer, bert = _load_nlpfw_bert(model_folder, config.trust_remote_code, "encoder.pretrained")
+            return cls(config, bert, tokenizer)
         source = _pretrained_source(config.pretrained)
         remote = {"trust_remote_code": config.trust_remote_code}
         try:
@@ -180,6 +201,27 @@ class BertEncoder(Encoder):
 
     def char_id(self, char: str) -> int:
         return self._ids[char]
+
+    # What a masked-LM task and head need (`mlm.v1`, `mlm_head.v1`).
+
+    @property
+    def mask_id(self) -> int | None:
+        """The id of the `[MASK]` token, or None if the vocabulary has none."""
+        return self.tokenizer.mask_token_id
+
+    def special_ids(self) -> set[int]:
+        """Ids that are never a character of the text: special tokens, and whitespace's."""
+        return set(self.tokenizer.all_special_ids) | {self.space_id, self.unk_id}
+
+    def vocabulary(self) -> list[str]:
+        """The tokens in id order (the embedding matrix's rows)."""
+        size = self.bert.get_input_embeddings().num_embeddings
+        tokens = {index: token for token, index in self._vocab.items()}
+        return [tokens.get(index, f"[id {index}]") for index in range(size)]
+
+    def input_embeddings(self) -> nn.Embedding:
+        """The input token embeddings, for an output layer tied to them."""
+        return self.bert.get_input_embeddings()
 
     def _lookup(self, char: str) -> int:
         if char.isspace() or unicodedata.category(char) in ("Zs", "Cc", "Cf"):
@@ -226,6 +268,81 @@ class _CharTable(dict):
     def __missing__(self, char: str) -> int:
         self[char] = value = self.lookup(char)
         return value
+
+
+WEIGHTS = "model.safetensors"
+PREFIX = "encoder.bert."  # the BERT's weights in an nlpfw model's model.safetensors
+
+
+def nlpfw_model_folder(path: Path) -> Path | None:
+    """The nlpfw model folder (`model.safetensors` with `encoder/` beside it) that `path` names:
+    a run folder, its `model/`, or `model/encoder/`; None if it is none of these."""
+    candidates = [path / "model", path] + ([path.parent] if path.name == "encoder" else [])
+    for folder in candidates:
+        if (folder / WEIGHTS).is_file() and (folder / "encoder" / "config.json").is_file():
+            return folder
+    return None
+
+
+def _bert_weights(folder: Path, key: str) -> dict[str, torch.Tensor]:
+    """The BERT's weights of an nlpfw model folder, named as in the BERT itself."""
+    import safetensors.torch
+
+    weights = safetensors.torch.load_file(str(folder / WEIGHTS))
+    state = {name[len(PREFIX) :]: value for name, value in weights.items() if name.startswith(PREFIX)}
+    if not state:
+        raise DataError(f"{key}: {folder / WEIGHTS} holds no BERT encoder weights ({PREFIX}*)")
+    return state
+
+
+def _load_nlpfw_bert(folder: Path, trust_remote_code: bool, key: str) -> tuple[Any, nn.Module]:
+    """The tokenizer and BERT, weights loaded, of an nlpfw model folder."""
+    remote = {"trust_remote_code": trust_remote_code}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder / "encoder", **remote)
+    auto_config = transformers.AutoConfig.from_pretrained(folder / "encoder", **remote)
+    bert = transformers.AutoModel.from_config(auto_config, **_no_pooler(auto_config), **remote)
+    _load_state(bert, _bert_weights(folder, key), f"{key}: {folder}")
+    return tokenizer, bert
+
+
+def _load_state(bert: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load `state` into `bert`, naming any weight that is missing or has another shape."""
+    own = bert.state_dict()
+    for name, value in state.items():
+        if name in own and own[name].shape != value.shape:
+            raise DataError(
+                f"{where}: {name} has shape {tuple(value.shape)}, the model {tuple(own[name].shape)}; "
+                "the size settings (hidden_size, num_layers, ...) and vocabulary must match the weights'"
+            )
+    missing = [name for name in own if name not in state and not name.endswith("position_ids")]
+    if missing:
+        raise DataError(f"{where}: lacks {len(missing)} of the model's weights, e.g. {missing[0]} (another architecture?)")
+    extra = [name for name in state if name not in own and not name.endswith("position_ids")]
+    if extra:
+        raise DataError(f"{where}: has {len(extra)} weights the model lacks, e.g. {extra[0]} (more layers than num_layers?)")
+    bert.load_state_dict(state, strict=False)
+
+
+def _init_from(bert: nn.Module, tokenizer: Any, source: str) -> None:
+    """`encoder.init_from`: copy another BERT's weights into the from-scratch `bert`."""
+    path = Path(source).expanduser()
+    folder = nlpfw_model_folder(path)
+    key = "encoder.init_from"
+    if folder is not None:
+        theirs = transformers.AutoTokenizer.from_pretrained(folder / "encoder")
+        state = _bert_weights(folder, key)
+    elif path.is_dir():
+        try:
+            theirs = transformers.AutoTokenizer.from_pretrained(path)
+            state = transformers.AutoModel.from_pretrained(path).state_dict()
+            state = {name: value for name, value in state.items() if not name.startswith("pooler.")}
+        except OSError as error:
+            raise DataError(f"{key}: cannot load {path}: {error}") from None
+    else:
+        raise DataError(f"{key}: not an nlpfw run or model folder, nor a local model folder: {path}")
+    if theirs.get_vocab() != tokenizer.get_vocab():
+        raise DataError(f"{key}: {path} has another vocabulary than encoder.vocab; character ids would not match")
+    _load_state(bert, state, f"{key}: {path}")
 
 
 def _no_pooler(auto_config: Any) -> dict[str, Any]:

@@ -56,6 +56,9 @@ BUILTIN_SNAPSHOT = {
     ("decoder", "classifier.v1"): "nlpfw_plugins.textcat",
     ("dataset", "text_labels.v1"): "nlpfw_plugins.text_labels",
     ("dataset", "sentiment.v1"): "nlpfw_plugins.text_labels",
+    ("task", "mlm.v1"): "nlpfw_plugins.mlm",
+    ("decoder", "mlm_head.v1"): "nlpfw_plugins.mlm",
+    ("dataset", "text_files.v1"): "nlpfw_plugins.text_files",
     ("callback", "fgm.v1"): "nlpfw_plugins.adversarial",
     ("callback", "pgd.v1"): "nlpfw_plugins.adversarial",
     ("callback", "ema.v1"): "nlpfw_plugins.ema",
@@ -179,6 +182,9 @@ def test_builtin_plugin_records(pm: PluginManager) -> None:
                                   ["task: textcat.v1", "decoder: classifier.v1"], None),
         "nlpfw_plugins.text_labels": ("builtin", "0.1.0", ["register_datasets"],
                                       ["dataset: sentiment.v1", "dataset: text_labels.v1"], None),
+        "nlpfw_plugins.mlm": ("builtin", "0.1.0", ["register_decoders", "register_tasks"],
+                              ["task: mlm.v1", "decoder: mlm_head.v1"], None),
+        "nlpfw_plugins.text_files": ("builtin", "0.1.0", ["register_datasets"], ["dataset: text_files.v1"], None),
         "nlpfw_plugins.adversarial": ("builtin", "0.1.0", ["register_callbacks"], ["callback: fgm.v1", "callback: pgd.v1"], None),
         "nlpfw_plugins.ema": ("builtin", "0.1.0", ["register_callbacks"], ["callback: ema.v1"], None),
         "nlpfw_plugins.tensorboard": ("builtin", "0.1.0", ["register_callbacks"], ["callback: tensorboard.v1"], None),
@@ -326,7 +332,7 @@ def test_unknown_name_suggests_and_lists(pm: PluginManager) -> None:
     assert registry.unknown_message("encoder", "bret.v1") == expected
     with pytest.raises(RegistryError, match=f"^{re.escape(expected)}$"):
         registry.get("encoder", "bret.v1")
-    with pytest.raises(RegistryError, match=r"^unknown decoder 'span.v1'; available: classifier.v1, crf.v1, softmax.v1$"):
+    with pytest.raises(RegistryError, match=r"^unknown decoder 'span.v1'; available: classifier.v1, crf.v1, mlm_head.v1, softmax.v1$"):
         registry.get("decoder", "span.v1")
     with pytest.raises(RegistryError, match=r"^unknown task 'ner.v1'; available: none$"):
         Registry().get("task", "ner.v1")

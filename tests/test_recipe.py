@@ -102,10 +102,10 @@ seed = 1
 BAD_PROBLEMS = [
     ("descripton", f"unknown key (did you mean 'description'?); {ALLOWED}"),
     ("trainr", f"unknown section (did you mean 'trainer'?); {ALLOWED}"),
-    ("task", "section is missing; add [task] with a type (ner.v1, textcat.v1)"),
+    ("task", "section is missing; add [task] with a type (mlm.v1, ner.v1, textcat.v1)"),
     ("dataset.limt", "unknown key (did you mean 'limit'?)"),
     ("encoder", "set either 'pretrained' (hub name or directory) or 'vocab' (from scratch)"),
-    ("decoder.type", "unknown decoder 'crf.v2' (did you mean 'crf.v1'?); available: classifier.v1, crf.v1, softmax.v1"),
+    ("decoder.type", "unknown decoder 'crf.v2' (did you mean 'crf.v1'?); available: classifier.v1, crf.v1, mlm_head.v1, softmax.v1"),
     ("trainer.epochs", "Input should be a valid integer, unable to parse string as an integer, got 'five'"),
 ]
 
@@ -115,10 +115,10 @@ def bad_lines(path: Path) -> list[str]:
         f"recipe {path} is invalid (7 problems)",
         f"  descripton      unknown key (did you mean 'description'?); {ALLOWED}",
         f"  trainr          unknown section (did you mean 'trainer'?); {ALLOWED}",
-        "  task            section is missing; add [task] with a type (ner.v1, textcat.v1)",
+        "  task            section is missing; add [task] with a type (mlm.v1, ner.v1, textcat.v1)",
         "  dataset.limt    unknown key (did you mean 'limit'?)",
         "  encoder         set either 'pretrained' (hub name or directory) or 'vocab' (from scratch)",
-        "  decoder.type    unknown decoder 'crf.v2' (did you mean 'crf.v1'?); available: classifier.v1, crf.v1, softmax.v1",
+        "  decoder.type    unknown decoder 'crf.v2' (did you mean 'crf.v1'?); available: classifier.v1, crf.v1, mlm_head.v1, softmax.v1",
         "  trainer.epochs  Input should be a valid integer, unable to parse string as an integer, got 'five'",
     ]
 
@@ -150,7 +150,7 @@ def test_unknown_key_without_a_close_match_lists_the_keys(builtin_registry: Regi
         ({"name": 5}, [("name", "expected a string, got 5")]),
         ({"description": ["x"]}, [("description", "expected a string, got ['x']")]),
         ({"encoder": "bert.v1"}, [("encoder", "expected a table, got 'bert.v1'")]),
-        ({"decoder": {"dropout": 0.1}}, [("decoder.type", "required key is missing; available: classifier.v1, crf.v1, softmax.v1")]),
+        ({"decoder": {"dropout": 0.1}}, [("decoder.type", "required key is missing; available: classifier.v1, crf.v1, mlm_head.v1, softmax.v1")]),
         ({"trainer": 3}, [("trainer", "expected a table, got 3")]),
         ({"trainr": 3}, [("trainr", f"unknown key (did you mean 'trainer'?); {ALLOWED}")]),
         ({"trainer": {"device": "gpu"}}, [("trainer.device", "String should match pattern '^(auto|cpu|mps|cuda(:[0-9]+)?)$', got 'gpu'")]),
@@ -335,7 +335,7 @@ def test_cli_validate_with_set(runner: CliRunner) -> None:
     assert result.exit_code == 1
     assert result.stderr == (
         f"Error: recipe {QUICKSTART} is invalid (1 problem)\n"
-        "  decoder.type  unknown decoder 'sofmax.v1' (did you mean 'softmax.v1'?); available: classifier.v1, crf.v1, softmax.v1\n"
+        "  decoder.type  unknown decoder 'sofmax.v1' (did you mean 'softmax.v1'?); available: classifier.v1, crf.v1, mlm_head.v1, softmax.v1\n"
     )
 
 
