@@ -59,7 +59,9 @@ class LossConfig(DecoderConfig):
     @field_validator("focal_gamma", "focal_alpha")
     @classmethod
     def _only_with_focal(cls, value: float | None, info: ValidationInfo) -> float | None:
-        if info.data.get("loss", "focal") != "focal":
+        # the default is let through: a run's resolved recipe writes every option down
+        default = cls.model_fields[info.field_name or ""].default
+        if info.data.get("loss", "focal") != "focal" and value != default:
             raise ValueError(f'only used with loss = "focal" (loss is "{info.data["loss"]}")')
         return value
 
