@@ -170,7 +170,8 @@ class NerTask(Task):
         per_type = {label: scores["by_type"][label] for label in scores["by_type"]}
         return Evaluation(
             main="f1", summary=summary, per_label={**per_type, "overall": scores["overall"]},
-            details={**scores, "scoring": self.config.scoring}, note=METRIC_NOTES[self.config.scoring],
+            details={**scores, "scoring": self.config.scoring, "scheme": self.config.scheme},
+            note=METRIC_NOTES[self.config.scoring].replace("IOB2", "IOBES" if self.config.scheme == "BIOES" else "IOB2"),
             label_kind="entity",
         )  # fmt: skip
 
