@@ -6,7 +6,9 @@ PYTHON  ?= python3
 TORCH_SPEC ?= torch==2.13.0
 BIN     := $(VENV)/bin
 
-# Data root: ../shared/data when it exists, unless NLPFW_DATA_ROOT is already set.
+# Data root: ../shared/data when it exists, unless NLPFW_DATA_ROOT is already set; otherwise
+# nlpfw's default (./data if it exists, else ~/.cache/nlpfw/data), where `make run` downloads
+# CLUENER and the vocabulary first (sha256-checked).
 ifeq ($(NLPFW_DATA_ROOT),)
 ifneq ($(wildcard ../shared/data),)
 export NLPFW_DATA_ROOT := $(abspath ../shared/data)

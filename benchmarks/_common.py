@@ -42,20 +42,28 @@ def header(title: str) -> None:
 
     print(f"== {title}")
     print(f"$ {command()}")
+    print(f"CPU class: {isa_class()}; {cpu_class()}")
     print(
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"bf16 matrix units: {cpu_has_bf16_units()}, torch {torch.__version__}, python {platform.python_version()}"
     )
 
 
-def recipe(decoder: str = "crf.v1", **trainer: Any) -> Any:
-    """The quickstart recipe at bert-base size: CLUENER, bert-base-chinese's vocabulary."""
+SIZES = ("bert-base", "quickstart")
+
+
+def recipe(decoder: str = "crf.v1", size: str = "bert-base", **trainer: Any) -> Any:
+    """The quickstart recipe at bert-base size (batch 24, the reference's learning rates), or
+    as it is (`size="quickstart"`: 2 layers, 128 wide, batch 32): CLUENER, bert-base-chinese's
+    vocabulary."""
     from nlpfw.plugins import build_registry, get_plugin_manager
     from nlpfw.recipe import load_recipe
 
     registry = build_registry(get_plugin_manager(load_entrypoints=False))
-    overrides = [f"encoder.{k}={v}" for k, v in BERT_BASE.items()]
-    overrides += [f"decoder.type={decoder}", "decoder.lr=5e-5", "trainer.lr=3e-5", "trainer.batch_size=24"]
+    overrides = [f"decoder.type={decoder}"]
+    if size == "bert-base":
+        overrides += [f"encoder.{k}={v}" for k, v in BERT_BASE.items()]
+        overrides += ["decoder.lr=5e-5", "trainer.lr=3e-5", "trainer.batch_size=24"]
     overrides += [f"trainer.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in trainer.items()]
     return load_recipe(ROOT / "recipes" / "quickstart.toml", registry, overrides), registry
 
@@ -91,6 +99,28 @@ def matmul_rate(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
     """FLOP/s of one n x n x n matmul in `dtype`: the practical limit of this machine."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n**3 / timed(lambda: a @ b, repeat, warmup=2)
+
+
+def isa_class(flags: set[str] | None = None) -> str:
+    """The CPU's class for the speed tables: `AMX`, `AVX-512 (bf16)`, `AVX-512`, `AVX2` or
+    `below AVX2`, from /proc/cpuinfo's flags; `(emulated)` when ATEN_CPU_CAPABILITY or
+    DNNL_MAX_CPU_ISA caps what torch uses below what the CPU has."""
+    if flags is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            text = ""
+        flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    if "amx_bf16" in flags or "amx_tile" in flags:
+        found = "AMX"
+    elif "avx512f" in flags:
+        found = "AVX-512 (bf16)" if "avx512_bf16" in flags else "AVX-512"
+    elif "avx2" in flags:
+        found = "AVX2"
+    else:
+        found = "below AVX2" if flags else "unknown (no /proc/cpuinfo)"
+    capped = os.environ.get("ATEN_CPU_CAPABILITY") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return f"{found}; torch capped at {capped} (emulated class)" if capped else found
 
 
 def cpu_class() -> str:

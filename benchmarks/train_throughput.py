@@ -1,14 +1,14 @@
 """Training throughput: nlpfw's Trainer against Hugging Face's Trainer, same model and data.
 
 Both train a bert-base-sized model (random weights, the real bert-base-chinese vocabulary) on
-CLUENER2020's training texts at batch 24 for the same number of optimizer steps, each side in
-a fresh process. nlpfw trains BERT + CRF (crf.v1, the harder head) with its defaults
+CLUENER2020's training texts at batch 24 (or, with `--size quickstart`, the quickstart's own
+model and batch) for the same number of optimizer steps, each side in a fresh process. nlpfw trains BERT + CRF (crf.v1, the harder head) with its defaults
 (length-bucketed batches, bf16 autocast on CPUs with bf16 matrix units); Hugging Face trains
-`BertForTokenClassification` (softmax head) with `bf16=True` (the same autocast), with its
+`BertForTokenClassification` (softmax head) with `bf16=True` where nlpfw uses bf16 autocast, with its
 default random batches and with `train_sampling_strategy="group_by_length"`. Throughput is
 real characters (not padding) per second over the steps after the warm-up.
 
-    flock /tmp/nlpfw-cpu.lock .venv/bin/python benchmarks/train_throughput.py [--steps 16 --warmup 4]
+    flock /tmp/nlpfw-cpu.lock .venv/bin/python benchmarks/train_throughput.py [--size quickstart] [--steps 16 --warmup 4]
 
 Needs the `bench` extra (accelerate, for Hugging Face's Trainer): pip install -e ".[bench]"
 """
@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 
-def ours(steps: int, warmup: int, decoder: str) -> dict:
+def ours(steps: int, warmup: int, decoder: str, size: str) -> dict:
     from rich.console import Console
 
     from nlpfw.device import amp_dtype
     from nlpfw.trainer import Trainer
 
-    recipe, _ = _common.recipe(decoder, max_steps=steps, epochs=1, log_every=1000, checkpoint_every=100000)
+    recipe, _ = _common.recipe(decoder, size, max_steps=steps, epochs=1, log_every=1000, checkpoint_every=100000)
     model, task, splits = _common.build(recipe)
     train = splits["train"]
     device = __import__("torch").device("cpu")
@@ -52,12 +52,14 @@ def ours(steps: int, warmup: int, decoder: str) -> dict:
     return {"seconds": stamps[-1] - stamps[warmup - 1], "chars": sum(chars[warmup:]), "amp": str(trainer.amp)}
 
 
-def hugging_face(steps: int, warmup: int, grouped: bool) -> dict:
+def hugging_face(steps: int, warmup: int, grouped: bool, size: str) -> dict:
     import torch
     import transformers
     from transformers import BertConfig, BertForTokenClassification, Trainer, TrainerCallback, TrainingArguments
 
-    recipe, _ = _common.recipe("softmax.v1")
+    from nlpfw.device import amp_dtype
+
+    recipe, _ = _common.recipe("softmax.v1", size)
     model, task, splits = _common.build(recipe, ("train",))
     train = splits["train"]
     encoder = model.encoder
@@ -87,8 +89,9 @@ def hugging_face(steps: int, warmup: int, grouped: bool) -> dict:
             stamps.append(time.perf_counter())
 
     args = TrainingArguments(
-        output_dir="/tmp/nlpfw-bench-hf", use_cpu=True, bf16=True, per_device_train_batch_size=24,
-        max_steps=steps, learning_rate=3e-5, warmup_steps=0, logging_steps=100000, save_strategy="no",
+        output_dir="/tmp/nlpfw-bench-hf", use_cpu=True, bf16=amp_dtype(torch.device("cpu"), recipe.trainer.amp) is not None,
+        per_device_train_batch_size=recipe.trainer.batch_size,
+        max_steps=steps, learning_rate=recipe.trainer.lr, warmup_steps=0, logging_steps=100000, save_strategy="no",
         report_to="none", disable_tqdm=True, seed=42, remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if grouped else "random",
     )  # fmt: skip
@@ -108,20 +111,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=4, help="untimed first steps")
+    parser.add_argument("--size", choices=_common.SIZES, default="bert-base",
+                        help="bert-base: 12 layers, 768 wide, batch 24; quickstart: recipes/quickstart.toml as it is "
+                             "(2 layers, 128 wide, batch 32)")  # fmt: skip
     parser.add_argument("--side", choices=["ours", "ours-softmax", "hf", "hf-grouped"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         if args.side.startswith("ours"):
-            result = ours(args.steps, args.warmup, "softmax.v1" if args.side == "ours-softmax" else "crf.v1")
+            result = ours(args.steps, args.warmup, "softmax.v1" if args.side == "ours-softmax" else "crf.v1", args.size)
         else:
-            result = hugging_face(args.steps, args.warmup, args.side == "hf-grouped")
+            result = hugging_face(args.steps, args.warmup, args.side == "hf-grouped", args.size)
         print("RESULT " + json.dumps(result))
         return
-    _common.header("training throughput: nlpfw Trainer vs Hugging Face Trainer (bert-base size, batch 24)")
+    recipe, _ = _common.recipe("crf.v1", args.size)
+    bert = recipe.encoder.config
+    _common.header(f"training throughput: nlpfw Trainer vs Hugging Face Trainer ({args.size} size: {bert.num_layers} "
+                   f"layers, hidden {bert.hidden_size}, batch {recipe.trainer.batch_size})")  # fmt: skip
     print(f"{args.steps} optimizer steps each, the first {args.warmup} untimed; each side in a fresh process")
     rates = {}
     for name, side in SIDES.items():
-        run = [sys.executable, __file__, *side, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        run = [sys.executable, __file__, *side, "--steps", str(args.steps), "--warmup", str(args.warmup), "--size", args.size]
         output = subprocess.run(run, capture_output=True, text=True, check=True).stdout
         result = json.loads(output.split("RESULT ", 1)[1])
         rates[name] = result["chars"] / result["seconds"]

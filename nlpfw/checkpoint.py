@@ -89,6 +89,7 @@ class Checkpoint:
     scheduler: dict[str, Any]
     scaler: dict[str, Any]
     history: dict[str, Any]
+    callbacks: list[dict[str, Any]] = field(default_factory=list)  # each callback's state_dict, in order
     weights: Path = field(default=Path())
 
 
@@ -113,6 +114,7 @@ def save(run_dir: Path, model: torch.nn.Module, checkpoint: Checkpoint) -> Path:
             "scheduler": checkpoint.scheduler,
             "scaler": checkpoint.scaler,
             "history": json.dumps(checkpoint.history),
+            "callbacks": checkpoint.callbacks,
         }
         torch.save(state, partial / "state.pt")
         io.fault_point("checkpoint state written")
@@ -199,6 +201,7 @@ def load(run_dir: Path) -> Checkpoint:
             scheduler=state["scheduler"],
             scaler=state["scaler"],
             history=json.loads(state["history"]),
+            callbacks=state.get("callbacks", []),
             weights=folder / "model.safetensors",
         )
     except Exception as error:  # unpickling, a truncated file, a missing key: all mean "corrupt"

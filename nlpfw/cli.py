@@ -37,7 +37,31 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 class _Group(click.Group):
     """Exit codes as docs/errors.md promises: 1 for a usage error (click's own is 2), 128 + the
-    signal for Ctrl-C, SIGTERM or SIGHUP at any moment (click says "Aborted!" and exits 1)."""
+    signal for Ctrl-C, SIGTERM or SIGHUP at any moment (click says "Aborted!" and exits 1).
+
+    Plugins add commands through `register_commands`: they are looked up only when a command is
+    not built in, or when the commands are listed (`nlpfw --help`), so the built-in commands
+    start without loading every plugin first."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._plugin_commands(ctx).get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
+
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        root = ctx.find_root()
+        meta = root.meta.setdefault("nlpfw.plugin_commands", {})
+        modules = tuple(root.params.get("plugins") or ())
+        if modules not in meta:
+            from nlpfw.plugins import get_plugin_manager, plugin_commands
+
+            pm = get_plugin_manager(modules=modules)
+            commands, problems = plugin_commands(pm, set(self.commands))
+            for problem in problems:
+                click.echo(f"Warning: {problem}", err=True)
+            meta[modules] = commands
+        return meta[modules]
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
@@ -58,7 +82,7 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="nlpfw")
 @click.option(
-    "-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
+    "-p", "--plugin", "plugins", multiple=True, metavar="MODULE", is_eager=True,
     help="Load an uninstalled plugin module (repeatable), e.g. during development.",
 )  # fmt: skip
 @click.pass_context
@@ -93,7 +117,7 @@ def validate(ctx: click.Context, recipes: tuple[Path, ...], overrides: tuple[str
     failed = 0
     for path in recipes:
         try:
-            recipe = load_recipe(path, registry, overrides)
+            recipe = load_recipe(_recipe_file(path), registry, overrides)
             _check_window(recipe, str(path))
         except RecipeError as error:
             failed += 1
@@ -133,6 +157,7 @@ def run(
     from nlpfw.recipe import load_recipe
 
     pm, registry = _plugins(ctx)
+    recipe = _recipe_file(recipe)
     loaded = load_recipe(recipe, registry, overrides)
 
     from nlpfw.runner import default_output_dir, latest_run
@@ -200,6 +225,46 @@ def run(
         f"Done: best dev {metric_title(name)} {value:.4f} "
         f"at epoch {history.best['epoch']}. Run folder: [bold]{folder}[/]"
     )
+
+
+def _recipe_file(argument: Path) -> Path:
+    """A recipe path that exists, else the built-in recipe of that name (`quickstart`)."""
+    from nlpfw.starter import find_recipe
+
+    return find_recipe(argument)
+
+
+@cli.command()
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--task", default="ner.v1", show_default=True, help="Task plugin.")
+@click.option("--encoder", default="bert.v1", show_default=True, help="Encoder plugin.")
+@click.option("--decoder", default="crf.v1", show_default=True, help="Decoder plugin.")
+@click.option("--dataset", default="cluener.v1", show_default=True, help="Dataset plugin.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.pass_context
+@user_errors
+def init(ctx: click.Context, output: Path, task: str, encoder: str, decoder: str, dataset: str, force: bool) -> None:
+    """Write a starter recipe: every option of the chosen components and of the trainer, at its
+    default, under its description (`nlpfw list-plugins` shows the choices)."""
+    from nlpfw import io
+    from nlpfw.starter import check_starter, starter_recipe
+
+    if output.exists() and not force:
+        raise NlpfwError(f"{output} exists; choose another name, or --force to replace it")
+    if output.suffix != ".toml":
+        raise NlpfwError(f"{output}: a recipe is a .toml file; name it {output.name}.toml")
+    io.check_writable(output)
+    _, registry = _plugins(ctx)
+    choices = {"task": task, "dataset": dataset, "encoder": encoder, "decoder": decoder}
+    text = starter_recipe(registry, output.stem, choices)
+    io.write_text(output, text)
+    try:
+        check_starter(text, registry, str(output))
+    except RecipeError as error:
+        click.echo(f"Wrote {output}; fill in what it lacks before running it:\n{error}", err=True)
+        sys.exit(1)
+    click.echo(f"Wrote {output} ({task}, {dataset}, {encoder} + {decoder}; every option at its default). "
+               f"Next: nlpfw validate {output}, then nlpfw run {output}")  # fmt: skip
 
 
 def _check_window(recipe: Any, source: str) -> None:
@@ -507,7 +572,7 @@ def export(
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Server processes, each with its own copy of the model.")  # fmt: skip
 @click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="CPU threads for each process's model (default: torch's, divided among the workers).")  # fmt: skip
+              help="CPU threads for each process's model (default: torch's; with --workers, the cores this process may use divided among them).")  # fmt: skip
 @click.option("--batch-wait-ms", default=2.0, show_default=True, type=click.FloatRange(min=0),
               help="How long a micro-batch waits for more requests after its first.")  # fmt: skip
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(min=1),
@@ -538,12 +603,12 @@ def serve(
                          "pip install 'nlpfw[serve]'") from None  # fmt: skip
     import torch
 
-    from nlpfw.device import resolve_device
+    from nlpfw.device import resolve_device, threads_per_process
 
     _quiet_transformers()
     _, registry = _plugins(ctx)
     device = str(resolve_device(device))
-    threads = threads or (max(1, torch.get_num_threads() // workers) if workers > 1 else None)
+    threads = threads or (min(torch.get_num_threads(), threads_per_process(workers)) if workers > 1 else None)
     model = load_for_serving(run_dir, registry, device, onnx_file, threads)  # errors before binding
     settings = ServeSettings(
         batching=not no_batching, max_batch_texts=max_batch, max_wait_ms=batch_wait_ms, batch_size=batch_size,

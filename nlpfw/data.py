@@ -11,8 +11,19 @@ DATA_ROOT_ENV = "NLPFW_DATA_ROOT"
 
 
 def data_root() -> Path:
-    """`$NLPFW_DATA_ROOT`, or `./data` when it is unset."""
-    return Path(os.environ.get(DATA_ROOT_ENV) or "data").expanduser()
+    """`$NLPFW_DATA_ROOT`; when it is unset, `./data` if that folder exists, else
+    `$XDG_CACHE_HOME/nlpfw/data` (`~/.cache/nlpfw/data`), where downloads go by default."""
+    value = os.environ.get(DATA_ROOT_ENV)
+    if value:
+        return Path(value).expanduser()
+    if Path("data").is_dir():
+        return Path("data")
+    return default_download_root()
+
+
+def default_download_root() -> Path:
+    """`$XDG_CACHE_HOME/nlpfw/data`, `~/.cache/nlpfw/data` by default."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "nlpfw" / "data"
 
 
 def under_root(path: str | Path, root: Path) -> Path:

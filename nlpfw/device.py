@@ -7,6 +7,7 @@ import ctypes
 import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -58,19 +59,132 @@ def cpu_has_bf16_units() -> bool:
     return any(check() for check in checks if check is not None)
 
 
+CGROUP_FS = Path("/sys/fs/cgroup")
+CGROUP_MEMBERSHIP = Path("/proc/self/cgroup")
+
+
+def affinity_cpus() -> int:
+    """The cores the scheduler lets this process run on (its affinity mask: taskset, numactl,
+    a container's cpuset); the machine's count where there is no mask (macOS, Windows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cgroup_cpu_quota(fs: Path | None = None, membership: Path | None = None) -> float | None:
+    """The cores this process's control group may keep busy (`docker --cpus`, Kubernetes CPU
+    limits, systemd's CPUQuota): cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us` over
+    `cpu.cfs_period_us`, the smallest along the group's path up to the root; None: no quota."""
+    fs, membership = fs or CGROUP_FS, membership or CGROUP_MEMBERSHIP
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        lines = []
+    limits: list[float] = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, group = rest.partition(":")
+        if hierarchy == "0" and controllers == "":  # v2: one unified hierarchy
+            for folder in _up_to(fs, group):
+                limits += _read_quota(folder / "cpu.max", None)
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy
+            for mount in (fs / controllers, fs / "cpu,cpuacct", fs / "cpu"):
+                if mount.is_dir():
+                    for folder in _up_to(mount, group):
+                        limits += _read_quota(folder / "cpu.cfs_quota_us", folder / "cpu.cfs_period_us")
+                    break
+    if not lines:  # no membership file: the mount's root, v2 then v1
+        limits += _read_quota(fs / "cpu.max", None) + _read_quota(fs / "cpu" / "cpu.cfs_quota_us", fs / "cpu" / "cpu.cfs_period_us")
+    return min(limits) if limits else None
+
+
+def _up_to(mount: Path, group: str) -> list[Path]:
+    """`mount/group` and its parents up to `mount` (inside a container's cgroup namespace the
+    group is `/`, and only the mount's root is there)."""
+    parts = [part for part in group.strip("/").split("/") if part and part != ".."]
+    return [mount.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def _read_quota(quota_file: Path, period_file: Path | None) -> list[float]:
+    """[cores] from a v2 `cpu.max` (`QUOTA PERIOD`, `max` for none) or v1 quota and period
+    files (-1 for none); [] when there is no quota or no such file."""
+    try:
+        fields = quota_file.read_text().split()
+        quota, period = (fields[0], fields[1]) if period_file is None else (fields[0], period_file.read_text().split()[0])
+        if quota in ("max", "-1") or int(quota) <= 0:
+            return []
+        return [int(quota) / int(period)]
+    except (OSError, ValueError, IndexError, ZeroDivisionError):
+        return []
+
+
 def available_cpus() -> int:
-    """The CPU cores this process may use: its affinity mask, within a cgroup CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
+    """The CPU cores this process may use: its affinity mask, within a cgroup CPU quota (rounded
+    up: a quota of 1.5 cores keeps 2 threads busy part of the time)."""
+    cores = affinity_cpus()
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
     return cores
+
+
+def local_processes() -> int:
+    """The processes of this run on this machine: torchrun's `LOCAL_WORLD_SIZE` (`nlpfw run
+    --nproc N` starts N), 1 outside torchrun."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def threads_per_process(processes: int | None = None) -> int:
+    """Intra-op threads for each of `processes` processes sharing this process's cores (default:
+    the local ranks): the cores it may use divided among them, never below 1."""
+    return max(1, available_cpus() // (processes or local_processes()))
+
+
+def omp_num_threads() -> int | None:
+    """`OMP_NUM_THREADS` when it holds a positive whole number (torch starts with it)."""
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", "").strip())
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+_explicit_threads: int | None = None
+
+
+@contextlib.contextmanager
+def explicit_threads(threads: int | None) -> Iterator[None]:
+    """Within the block, `set_cpu_threads` uses `threads` (a recipe's `trainer.threads`) as it
+    is; the thread count before the block is restored after it."""
+    global _explicit_threads
+    before, saved = _explicit_threads, torch.get_num_threads()
+    _explicit_threads = threads
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        yield
+    finally:
+        _explicit_threads = before
+        torch.set_num_threads(saved)
+
+
+def cpu_threads() -> tuple[int, str]:
+    """The intra-op threads a training process should use, and why: `trainer.threads` or
+    `OMP_NUM_THREADS` as set; otherwise the cores this process may use (affinity, cgroup quota)
+    divided by the local ranks, and no more than torch started with."""
+    if _explicit_threads is not None:
+        return _explicit_threads, "trainer.threads"
+    omp = omp_num_threads()
+    if omp is not None:
+        return omp, "OMP_NUM_THREADS"
+    cores, processes = available_cpus(), local_processes()
+    share = max(1, cores // processes)
+    why = f"{cores} core{'s' if cores != 1 else ''} available" + (f" / {processes} local processes" if processes > 1 else "")
+    return min(share, torch.get_num_threads()), why
 
 
 def keep_freed_memory() -> bool:
@@ -90,12 +204,13 @@ def keep_freed_memory() -> bool:
 
 
 def set_cpu_threads() -> int:
-    """Use no more intra-op threads than the cores available (torch counts the host's cores,
-    which in a container can be many more; oversubscribed threads slow every matmul down)."""
-    cores = available_cpus()
-    if torch.get_num_threads() > cores:
-        torch.set_num_threads(cores)
-    return torch.get_num_threads()
+    """Set torch's intra-op threads as `cpu_threads` says and return the count: never more than
+    the cores this process may use (torch counts the host's cores, which in a container can be
+    many more; oversubscribed threads slow every matmul down several times)."""
+    threads, _ = cpu_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -107,7 +107,11 @@ def launch(nproc: int, args: Sequence[str]) -> int:
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
         "-m", "nlpfw", *args,
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
+    from nlpfw.device import omp_num_threads, threads_per_process
+
+    # each rank's share of the cores this process may use (torchrun would give each rank 1 thread)
+    threads = omp_num_threads() or threads_per_process(nproc)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     report = TorchrunReport()
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
     assert process.stderr is not None

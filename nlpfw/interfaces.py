@@ -1,4 +1,4 @@
-"""Base classes of the four component kinds: Task, Encoder, Decoder, Dataset.
+"""Base classes of the five component kinds: Task, Encoder, Decoder, Dataset, Callback.
 
 A component declares its options as a pydantic model (`config_model`); the recipe
 section with the component's `type` is validated against it before anything heavy
@@ -15,15 +15,17 @@ scores predictions (its main score and the details its report shows), and writes
 record of a prediction. A **decoder** learns from one of the targets the task provides
 (`Decoder.targets`, matched against `Task.targets()`), over that target's label set, which it
 receives at construction. The core windows, caches, batches, trains, evaluates, predicts,
-reports and exports through these contracts alone.
+reports and exports through these contracts alone. A **callback** acts during training
+(adversarial passes, weight averages, logging) through the trainer's life-cycle hooks.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,6 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from nlpfw.errors import DataError
+
+if TYPE_CHECKING:
+    from nlpfw.trainer import History, TrainBatch, Trainer
 
 
 class Config(BaseModel):
@@ -409,3 +414,66 @@ class Task:
         """Lines the runner prints about the encoded corpus (`stats`: split name to its
         `nlpfw.corpus.Stats`), e.g. what the targets could not hold. Default: none."""
         return []
+
+
+class Callback:
+    """A training behaviour a recipe turns on with a `[[callbacks]]` table (`type = "fgm.v1"`
+    and the options of `config_model`); any number of them run in the recipe's order.
+
+    Every hook receives the `nlpfw.trainer.Trainer`, whose attributes a callback may read and
+    change: `model` (the `nlpfw.model.Model`), `ddp` (the module training steps run through:
+    the model itself, or its DistributedDataParallel wrapper), `optimizer`, `scheduler`,
+    `scaler`, `config` (the `[trainer]` options), `device`, `amp`, `context` (ranks),
+    `position` (epoch, batch, step), `history`, `run_dir` (None outside a run) and `console`.
+
+    A callback whose state matters to the rest of a run returns it from `state_dict` (tensors,
+    numbers, strings, lists and dicts of them): it is saved with every checkpoint and given
+    back to `load_state_dict` on `--resume` before `on_train_start`, so that a resumed run
+    continues exactly.
+    """
+
+    config_model: ClassVar[type[Config]] = Config
+    extra_passes: ClassVar[bool] = False
+    """True for a callback that runs more forward and backward passes on each batch (adversarial
+    training): it must call `batch.forward_backward(last=True)` exactly once per batch, on its
+    last pass; the gradients are averaged over the ranks then. At most one per recipe."""
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """Training is about to begin (or go on, after `--resume`); the optimizer exists."""
+
+    def on_batch_start(self, trainer: Trainer, batch: TrainBatch) -> None:
+        """Before the forward pass of a batch (`batch.inputs` are on the device)."""
+
+    def after_backward(self, trainer: Trainer, batch: TrainBatch) -> None:
+        """After the batch's backward pass (its gradients added to the parameters'), before any
+        optimizer step: every batch, also those that only accumulate. `batch.loss` is its loss;
+        `batch.forward_backward()` runs another pass over it, as the trainer runs its own."""
+
+    def before_step(self, trainer: Trainer) -> None:
+        """Before the optimizer step: the gradients are complete (averaged over the ranks and
+        unscaled), not yet clipped."""
+
+    def after_step(self, trainer: Trainer) -> None:
+        """After the optimizer and scheduler stepped (`trainer.position.step` counts it)."""
+
+    def evaluation_weights(self, trainer: Trainer) -> contextlib.AbstractContextManager[None]:
+        """The weights to evaluate with and to save as the run's model, for the time of the
+        context (e.g. a moving average swapped in); the default leaves the model as it is."""
+        return contextlib.nullcontext()
+
+    def on_evaluate(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """After each evaluation, before the run writes it: `record` is the epoch's record
+        (the task's scores, losses, timings; `record["best"]` says whether it is the new best)."""
+
+    def on_train_end(self, trainer: Trainer, history: History) -> None:
+        """Training stopped: at its end, early, on Ctrl-C or on an error (release files here)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What to save with a checkpoint; the default: nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what `state_dict` returned, on `--resume`."""

@@ -175,7 +175,7 @@ def save_model(directory: Path, model: Model, task: Task, recipe: Recipe) -> Non
     model.encoder.save(directory / "encoder")
     target = model.decoder.target
     io.write_json(directory / "labels.json", {"labels": task.labels, "target": target, "target_labels": model.decoder.labels})
-    io.write_text(directory / "recipe.toml", recipe.to_toml())
+    io.write_text(directory / "recipe.toml", recipe.for_model().to_toml())
     io.atomic_write(directory / WEIGHTS, lambda tmp: safetensors.torch.save_model(model, str(tmp)))
 
 

@@ -40,6 +40,9 @@ BUILTIN_PLUGINS = (
     "nlpfw_plugins.softmax",
     "nlpfw_plugins.textcat",
     "nlpfw_plugins.text_labels",
+    "nlpfw_plugins.adversarial",
+    "nlpfw_plugins.ema",
+    "nlpfw_plugins.tensorboard",
 )
 
 
@@ -192,6 +195,33 @@ def _registrar(
         added.append((kind, name))
 
     return register
+
+
+def plugin_commands(pm: PluginManager, taken: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """The commands plugins add through `register_commands`, by name, and the problems: a
+    command whose name is `taken` (built in) or already added by an earlier plugin is left out,
+    and a hook that raises leaves its plugin's commands out."""
+    import click
+
+    commands: dict[str, click.Command] = {}
+    owners: dict[str, str] = {}
+    problems = []
+    for impl in pm.hook.register_commands.get_hookimpls():  # in load order
+        origin = pm.origins.get(impl.plugin_name, Origin(impl.plugin_name, "registered"))
+        group = click.Group()
+        try:
+            impl.function(cli=group)
+        except Exception as error:
+            problems.append(f"{origin.describe()} failed in register_commands: {type(error).__name__}: {error}")
+            continue
+        for name, command in group.commands.items():
+            if name in taken:
+                problems.append(f"{origin.describe()} adds the command '{name}', which is built in; left out")
+            elif name in commands:
+                problems.append(f"{origin.describe()} adds the command '{name}', which {owners[name]} added first; left out")
+            else:
+                commands[name], owners[name] = command, origin.describe()
+    return commands, problems
 
 
 def plugin_records(pm: PluginManager, registry: Registry) -> list[dict[str, Any]]:

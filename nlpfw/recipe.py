@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,7 @@ from nlpfw.interfaces import Config
 from nlpfw.registry import Component, Registry
 
 COMPONENT_SECTIONS = ("task", "dataset", "encoder", "decoder")
-SECTIONS = (*COMPONENT_SECTIONS, "trainer")
+SECTIONS = (*COMPONENT_SECTIONS, "trainer", "callbacks")
 TOP_LEVEL_KEYS = ("name", "description")
 
 
@@ -33,16 +33,16 @@ class TrainerConfig(Config):
     max_steps: int | None = Field(
         default=None, ge=1, description="stop after this many optimizer steps (smoke tests)"
     )
-    batch_size: int = Field(default=24, ge=1)
-    eval_batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=24, ge=1, description="training batch")
+    eval_batch_size: int = Field(default=64, ge=1, description="evaluation batch")
     lr: float = Field(default=3e-5, gt=0, description="learning rate of the encoder")
-    weight_decay: float = Field(default=0.01, ge=0)
-    adam_epsilon: float = Field(default=1e-8, gt=0)
-    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (none on biases and norms)")
+    adam_epsilon: float = Field(default=1e-8, gt=0, description="AdamW epsilon")
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1, description="share of the steps with linear warm-up, then linear decay to 0")
     max_grad_norm: float | None = Field(default=1.0, gt=0, description="gradient clipping")
-    grad_accum_steps: int = Field(default=1, ge=1)
-    seed: int = 42
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+    grad_accum_steps: int = Field(default=1, ge=1, description="batches accumulated per optimizer step")
+    seed: int = Field(default=42, description="seeds Python, NumPy, torch and the shuffling")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$", description="auto (CUDA, then MPS, then CPU), cpu, mps, cuda or cuda:N")
     amp: bool = Field(
         default=True, description="mixed precision: on CUDA, and in training on CPUs with bf16 matrix units"
     )
@@ -66,8 +66,11 @@ class TrainerConfig(Config):
     stride: int | None = Field(
         default=None, ge=0, description="characters shared by neighbouring windows (default: window // 4)"
     )
-    threads: int | None = Field(default=None, ge=1, description="CPU threads torch computes with (default: torch's)")
-    tensorboard: bool = Field(default=False, description="log each epoch to RUN_DIR/tensorboard (needs tensorboard)")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads torch computes with (default: the cores this process may use, divided among the local ranks; OMP_NUM_THREADS if set)")
+    tensorboard: bool = Field(
+        default=False,
+        description="log each epoch to RUN_DIR/tensorboard (needs tensorboard): a shorthand for a tensorboard.v1 callback",
+    )
 
     @model_validator(mode="after")
     def _stride_below_window(self) -> TrainerConfig:
@@ -100,6 +103,7 @@ class Recipe:
     encoder: Section
     decoder: Section
     trainer: TrainerConfig
+    callbacks: tuple[Section, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe: every default filled in (unset optional values left out)."""
@@ -110,7 +114,14 @@ class Recipe:
             section: Section = getattr(self, key)
             data[key] = {"type": section.type, **_dump(section.config)}
         data["trainer"] = _dump(self.trainer)
+        if self.callbacks:
+            data["callbacks"] = [{"type": section.type, **_dump(section.config)} for section in self.callbacks]
         return data
+
+    def for_model(self) -> Recipe:
+        """The recipe a saved model keeps: without the training callbacks, which predicting
+        does not need (nor their plugins installed)."""
+        return replace(self, callbacks=())
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
@@ -211,6 +222,7 @@ def validate_recipe(
         if section is not None:
             sections[key] = section
     trainer = _validate_config("trainer", TrainerConfig, data.get("trainer", {}), problems)
+    callbacks = _validate_callbacks(data.get("callbacks", []), registry, problems)
 
     if problems:
         raise RecipeError(source, problems)
@@ -221,15 +233,18 @@ def validate_recipe(
         name=name,
         description=data.get("description", ""),
         trainer=trainer,  # type: ignore[arg-type]
+        callbacks=tuple(callbacks),
         **sections,
     )
 
 
 def _validate_component(
-    key: str, table: Any, registry: Registry, problems: list[Problem]
+    key: str, table: Any, registry: Registry, problems: list[Problem], kind: str | None = None
 ) -> Section | None:
+    """Validate the section `key` (a component of `kind`, by default the section's name)."""
+    kind = kind or key
     if table is None:
-        names = ", ".join(registry.names(key)) or "none"
+        names = ", ".join(registry.names(kind)) or "none"
         problems.append(Problem(key, f"section is missing; add [{key}] with a type ({names})"))
         return None
     if not isinstance(table, dict):
@@ -238,15 +253,33 @@ def _validate_component(
     options = dict(table)
     name = options.pop("type", None)
     if name is None:
-        names = ", ".join(registry.names(key)) or "none"
+        names = ", ".join(registry.names(kind)) or "none"
         problems.append(Problem(f"{key}.type", f"required key is missing; available: {names}"))
         return None
-    if (key, name) not in registry:
-        problems.append(Problem(f"{key}.type", registry.unknown_message(key, name)))
+    if (kind, name) not in registry:
+        problems.append(Problem(f"{key}.type", registry.unknown_message(kind, name)))
         return None
-    component = registry.get(key, name)
+    component = registry.get(kind, name)
     config = _validate_config(key, component.cls.config_model, options, problems)
     return None if config is None else Section(component, config)
+
+
+def _validate_callbacks(tables: Any, registry: Registry, problems: list[Problem]) -> list[Section]:
+    """`[[callbacks]]` tables, in order; problems name them `callbacks[N]`, counted from 1."""
+    if not isinstance(tables, list):
+        problems.append(Problem("callbacks", "expected [[callbacks]] tables (an array of tables), "
+                                             f"got {tables!r}"))  # fmt: skip
+        return []
+    sections = []
+    for number, table in enumerate(tables, 1):
+        section = _validate_component(f"callbacks[{number}]", table, registry, problems, kind="callback")
+        if section is not None:
+            sections.append(section)
+    adversarial = [section.type for section in sections if section.component.cls.extra_passes]
+    if len(adversarial) > 1:
+        problems.append(Problem("callbacks", f"{' and '.join(adversarial)} both run extra passes over each "
+                                             "batch; a recipe can use one of them"))  # fmt: skip
+    return sections
 
 
 def _validate_config(

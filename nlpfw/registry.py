@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from nlpfw.errors import RegistryError, did_you_mean
 
-KINDS = ("task", "encoder", "decoder", "dataset")
+KINDS = ("task", "encoder", "decoder", "dataset", "callback")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*\.v[0-9]+$")
 
 

@@ -35,16 +35,15 @@ from nlpfw.cache import Corpus, file_digest, prepare_corpus
 from nlpfw.distributed import SINGLE, Context, rank_device
 from nlpfw.corpus import window_settings
 from nlpfw.data import data_root as default_data_root
-from nlpfw.device import amp_dtype, resolve_device
+from nlpfw.device import amp_dtype, cpu_threads, explicit_threads, resolve_device, set_cpu_threads
 from nlpfw.errors import DataError, RunDirError
-from nlpfw.interfaces import Dataset
+from nlpfw.interfaces import Callback, Dataset
 from nlpfw.model import Model, build_decoder, main_score, save_model
 from nlpfw.plugins import PluginManager, plugin_records
-from nlpfw.recipe import Recipe
+from nlpfw.recipe import Recipe, Section
 from nlpfw.registry import Registry
 from nlpfw.report import metric_title, result_tables
 from nlpfw.run_report import write_reports
-from nlpfw.tensorboard_log import EpochLog
 from nlpfw.trainer import History, Trainer, set_seed
 
 
@@ -89,6 +88,7 @@ def environment(device: torch.device, context: Context = SINGLE) -> dict[str, An
         "device": str(device),
         "device_name": name,
         "threads": torch.get_num_threads(),
+        "threads_from": cpu_threads()[1] if device.type == "cpu" else None,
         "processes": context.world,
     }
 
@@ -123,14 +123,11 @@ def run(
 
     With `resume`, continue the run in `output_dir` from its checkpoint. In a distributed run
     (`context`) every rank trains and evaluates its share; only rank 0 writes files.
-    `trainer.threads` applies for the run only; the caller's thread count is restored after."""
-    threads = torch.get_num_threads()
-    if recipe.trainer.threads is not None:
-        torch.set_num_threads(recipe.trainer.threads)
-    try:
+    `trainer.threads` applies for the run only; the caller's thread count is restored after.
+    Without it, a CPU run uses the cores this process may use divided among the local ranks
+    (`nlpfw.device.cpu_threads`)."""
+    with explicit_threads(recipe.trainer.threads):
         return _run(recipe, output_dir, registry, pm, console, data_root, use_cache, resume, context)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(
@@ -145,9 +142,11 @@ def _run(
     context: Context,
 ) -> History:
     saved = checkpoint.load(output_dir) if resume else None
-    tensorboard = EpochLog(output_dir / "tensorboard") if recipe.trainer.tensorboard and context.main else None
+    callbacks = build_callbacks(recipe, registry)  # before anything heavy: a missing package stops the run here
     data_root = data_root or default_data_root()
     device = rank_device(context, resolve_device(recipe.trainer.device))
+    if device.type == "cpu":
+        set_cpu_threads()  # before the environment records the count (the trainer keeps it)
     amp = amp_dtype(device, recipe.trainer.amp)
     dataset = recipe.dataset.component.cls(recipe.dataset.config, data_root)
     set_seed(recipe.trainer.seed)  # the encoder and decoder initialise from the seed
@@ -218,8 +217,6 @@ def _run(
         if record["best"]:  # swapped in as model/ once the checkpoint that records it is written
             rundir.stage_model(output_dir, record["epoch"], lambda folder: save_model(folder, model, task, recipe))
         io.write_jsonl(output_dir / "metrics.jsonl", history.epochs)
-        if tensorboard is not None:
-            tensorboard.log(record)
         name, value, _ = main_score(record)
         console.print(
             f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, dev loss "
@@ -229,16 +226,12 @@ def _run(
         for table in result_tables(record, reference):
             console.print(table)
 
-    trainer = Trainer(model, task, recipe.trainer, device, amp, console, context)
+    trainer = Trainer(model, task, recipe.trainer, device, amp, console, context, callbacks)
     if saved is not None:
         position = saved.position
         console.print(f"Resuming from {checkpoint.find(output_dir)}: epoch {position.epoch}, "
                       f"batch {position.batch}, step {position.step}")  # fmt: skip
-    try:
-        history = trainer.fit(train, dev, on_epoch, output_dir, saved)
-    finally:
-        if tensorboard is not None:
-            tensorboard.close()
+    history = trainer.fit(train, dev, on_epoch, output_dir, saved)
 
     best = history.best
     assert best is not None
@@ -265,6 +258,19 @@ def _run(
     for table in tables:
         console.print(table)
     return history
+
+
+TENSORBOARD = "tensorboard.v1"  # what `trainer.tensorboard = true` stands for
+
+
+def build_callbacks(recipe: Recipe, registry: Registry) -> list[Callback]:
+    """The recipe's callbacks in order, and a TensorBoard one for `trainer.tensorboard = true`
+    (unless the recipe lists one already)."""
+    sections = list(recipe.callbacks)
+    if recipe.trainer.tensorboard and all(section.type != TENSORBOARD for section in sections):
+        component = registry.get("callback", TENSORBOARD)
+        sections.append(Section(component, component.cls.config_model()))
+    return [section.component.cls(section.config) for section in sections]
 
 
 def data_summary(corpus: Corpus, window: int | None, stride: int, load_time: float) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The training loop: length-bucketed batches, AdamW with per-component learning rates, linear
 warm-up and decay, gradient clipping and accumulation, mixed precision (CUDA, and CPUs with
 bf16 matrix units), evaluation every epoch, the best model kept by the task's main dev score
-(`Evaluation.main`), and early stopping on it.
+(`Evaluation.main`), and early stopping on it. Training callbacks (`nlpfw.interfaces.Callback`,
+a recipe's `[[callbacks]]`) act at each point of the loop: start, each batch (also between the
+backward pass and the optimizer step), each step, each evaluation, end.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from nlpfw.corpus import EncodedSplit
 from nlpfw.distributed import SINGLE, Context
 from nlpfw.device import autocast, keep_freed_memory, set_cpu_threads, synchronize
 from nlpfw.errors import NlpfwError
-from nlpfw.interfaces import Task
+from nlpfw.interfaces import Callback, Task
 from nlpfw.model import Model, evaluate_split, main_score
 from nlpfw.recipe import TrainerConfig
 from nlpfw.report import metric_title
@@ -146,6 +148,32 @@ class History:
     stopped_early: bool = False
 
 
+@dataclass
+class TrainBatch:
+    """The batch being trained, as callbacks see it (`Callback.after_backward`)."""
+
+    trainer: Trainer
+    inputs: dict[str, torch.Tensor]
+    index: int  # in the epoch, from 0
+    boundary: bool  # the optimizer steps after this batch (the last of an accumulation)
+    loss: torch.Tensor | None = None  # the batch's loss, once its forward pass ran
+    synced: bool = False  # its gradients were averaged over the ranks
+
+    def forward_backward(self, last: bool = False) -> torch.Tensor:
+        """One more forward and backward pass over the batch, exactly as the trainer runs its own
+        (mixed precision, loss scaling, the share of an accumulated or distributed batch): the
+        gradients add to the parameters'. `last`: the callback's last pass on this batch, the
+        one whose backward averages the gradients over the ranks on a stepping batch."""
+        trainer = self.trainer
+        sync = last and self.boundary
+        with trainer._no_sync(not sync), autocast(trainer.device, trainer.amp):
+            loss = trainer.ddp(self.inputs)
+        with trainer._no_sync(not sync):
+            trainer.scaler.scale(trainer._share(loss, self.index)).backward()
+        self.synced = self.synced or sync
+        return loss.detach()
+
+
 class Trainer:
     def __init__(
         self,
@@ -156,8 +184,11 @@ class Trainer:
         amp: torch.dtype | None,
         console: Console,
         context: Context = SINGLE,
+        callbacks: Sequence[Callback] = (),
     ):
         self.model = model
+        self.callbacks = list(callbacks)
+        self.extra_passes = any(callback.extra_passes for callback in self.callbacks)
         self.context = context
         self.task = task
         self.config = config
@@ -220,7 +251,22 @@ class Trainer:
         self.position = checkpoint.Position()
         if resume is not None:
             self._restore(resume)
-        history, position = self.history, self.position
+        for callback in self.callbacks:
+            callback.on_train_start(self)
+        try:
+            return self._fit(loader, train, dev, on_epoch)
+        finally:
+            for callback in self.callbacks:
+                callback.on_train_end(self, self.history)
+
+    def _fit(
+        self,
+        loader: torch.utils.data.DataLoader,
+        train: EncodedSplit,
+        dev: EncodedSplit,
+        on_epoch: Callable[[History], None],
+    ) -> History:
+        cfg, history, position = self.config, self.history, self.position
         while position.epoch <= cfg.epochs:
             epoch = position.epoch
             if position.batch == 0:
@@ -234,18 +280,23 @@ class Trainer:
             train_loss = self._train_epoch(loader, batches, f"epoch {epoch}/{cfg.epochs}")
             synchronize(self.device)
             train_time = time.perf_counter() - start
-            record = self.evaluate(dev)
-            record.update(epoch=epoch, step=position.step, train_loss=train_loss, lr=self.scheduler.get_last_lr()[0])
-            record["padding"] = padding_fraction(train.window_length, self.sampler.batches[:batches])
-            record["speed"].update(train_step_time=train_time / max(batches, 1), train_epoch_time=train_time)
-            improved = history.best is None or better(record, history.best)
-            record["best"] = improved
-            history.epochs.append(record)
-            if improved:
-                history.best, position.stale = record, 0
-            else:
-                position.stale += 1
-            on_epoch(history)
+            with ExitStack() as weights:  # e.g. a moving average: evaluated and saved as the model
+                for callback in self.callbacks:
+                    weights.enter_context(callback.evaluation_weights(self))
+                record = self.evaluate(dev)
+                record.update(epoch=epoch, step=position.step, train_loss=train_loss, lr=self.scheduler.get_last_lr()[0])
+                record["padding"] = padding_fraction(train.window_length, self.sampler.batches[:batches])
+                record["speed"].update(train_step_time=train_time / max(batches, 1), train_epoch_time=train_time)
+                improved = history.best is None or better(record, history.best)
+                record["best"] = improved
+                history.epochs.append(record)
+                if improved:
+                    history.best, position.stale = record, 0
+                else:
+                    position.stale += 1
+                for callback in self.callbacks:
+                    callback.on_evaluate(self, record)
+                on_epoch(history)
             position.epoch, position.batch, position.epoch_loss = epoch + 1, 0, 0.0
             self.epoch_start_rng = self.generator.get_state()
             self._checkpoint()
@@ -296,23 +347,33 @@ class Trainer:
                     continue  # trained before the stop
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 boundary = (index + 1) % cfg.grad_accum_steps == 0 or index + 1 == batches
+                # gradients are averaged over the ranks only on the batch that steps, and with a
+                # callback's extra passes, on its last one
+                sync = boundary and not self.extra_passes
+                step = TrainBatch(self, batch, index, boundary)
                 with out_of_memory(batch, "trainer.batch_size", cfg.batch_size, self.position.epoch, index + 1):
-                    # gradients are averaged over the ranks only on the batch that steps
-                    with self._no_sync(not boundary), autocast(self.device, self.amp):
+                    for callback in self.callbacks:
+                        callback.on_batch_start(self, step)
+                    with self._no_sync(not sync), autocast(self.device, self.amp):
                         loss = self.ddp(batch)
+                    step.loss = loss.detach()
                     if not self._skip(loss, index, first_bad):
-                        scaled = loss / cfg.grad_accum_steps
-                        if self.context.active:  # this rank's share of the batch, weighed by its size
-                            scaled = scaled * self.sampler.weights[index]
-                        with self._no_sync(not boundary):
-                            self.scaler.scale(scaled).backward()
+                        with self._no_sync(not sync):
+                            self.scaler.scale(self._share(loss, index)).backward()
+                        step.synced = sync
                         running += loss.detach().float()
+                        for callback in self.callbacks:
+                            callback.after_backward(self, step)
+                        if boundary and self.context.active and not step.synced:
+                            raise RuntimeError("a callback with extra passes did not call batch.forward_backward(last=True)")
                 position.seen += 1
                 progress.advance(bar)
                 if boundary:
                     self._step()
                     position.step += 1
                     position.batch = index + 1
+                    for callback in self.callbacks:
+                        callback.after_step(self)
                 if position.seen == cfg.log_every or index + 1 == batches:
                     stop = self._read_out(running, first_bad, progress, bar, interrupt.requested)
                 if not self.context.active:
@@ -339,6 +400,14 @@ class Trainer:
             return True
         first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), index, first_bad))
         return False
+
+    def _share(self, loss: torch.Tensor, index: int) -> torch.Tensor:
+        """The loss to back-propagate: its share of an accumulated batch and, in a distributed
+        run, weighed by the size of this rank's part of the batch."""
+        scaled = loss / self.config.grad_accum_steps
+        if self.context.active:
+            scaled = scaled * self.sampler.weights[index]
+        return scaled
 
     def _no_sync(self, skip: bool) -> contextlib.AbstractContextManager:
         """DDP's `no_sync` (keep gradients local) on the accumulated batches that do not step."""
@@ -374,6 +443,8 @@ class Trainer:
     def _step(self) -> None:
         cfg = self.config
         self.scaler.unscale_(self.optimizer)
+        for callback in self.callbacks:
+            callback.before_step(self)
         if cfg.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         self.scaler.step(self.optimizer)
@@ -414,6 +485,7 @@ class Trainer:
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
             history=asdict(self.history),
+            callbacks=[callback.state_dict() for callback in self.callbacks],
         )
 
     def _checkpoint(self, running: torch.Tensor | None = None) -> None:
@@ -427,6 +499,14 @@ class Trainer:
         self.scheduler.load_state_dict(saved.scheduler)
         self.scaler.load_state_dict(saved.scaler)
         self.history = History(**saved.history)
+        states = saved.callbacks or [{} for _ in self.callbacks]
+        if len(states) != len(self.callbacks):
+            raise checkpoint.CheckpointError(
+                f"the checkpoint holds the state of {len(states)} callbacks, the recipe has {len(self.callbacks)}: "
+                "resume with the run's own recipe.toml"
+            )
+        for callback, state in zip(self.callbacks, states):
+            callback.load_state_dict(state)
         self.position = saved.position
         self.epoch_start_rng = saved.rng.loader
         self.generator.set_state(saved.rng.loader)

@@ -2,7 +2,8 @@
 
 `pretrained` is a hub name (`bert-base-chinese`) or a local directory, loaded with the Auto
 classes; or, with `vocab` instead, a BERT is built from scratch from the size settings (for
-offline and CPU runs). Characters are looked up one by one in the vocabulary (a word-piece
+offline and CPU runs). With `download = true` a missing `vocab` file is fetched from
+`vocab_url` (bert-base-chinese's, from the Hub) and checked against `vocab_sha256`. Characters are looked up one by one in the vocabulary (a word-piece
 tokenizer would merge `CSOL` into `cs ##ol` and break offsets); whitespace maps to
 `[unused1]`, since BERT's tokenizer would drop it.
 """
@@ -22,7 +23,8 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from nlpfw import textfile
-from nlpfw.data import resolve
+from nlpfw.data import resolve, under_root
+from nlpfw.download import fetch
 from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Encoder, EncoderConfig
@@ -31,26 +33,40 @@ SIZE_DEFAULTS = {  # from-scratch architecture: bert-base's unless the recipe sa
     "hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072,
     "max_position_embeddings": 512, "hidden_dropout": 0.1, "attention_dropout": 0.1,
 }  # fmt: skip
+VOCAB_URL = "hub://google-bert/bert-base-chinese/vocab.txt"  # bert-base-chinese's 21,128-entry vocabulary
+VOCAB_SHA256 = "45bbac6b341c319adc98a532532882e91a9cefc0329aa57bac9ae761c27b291c"
 SPACE_TOKEN = "[unused1]"
 LOOKUP_VERSION = 1  # bump when the character lookup rules change (keys the corpus cache)
 
 
 class BertEncoderConfig(EncoderConfig):
-    pretrained: str | None = Field(default=None, description="hub name or local directory")
-    vocab: str | None = Field(default=None, description="vocab.txt for a from-scratch model")
+    pretrained: str | None = Field(default=None, description="hub name or local directory", examples=["bert-base-chinese"])
+    vocab: str | None = Field(
+        default=None, description="vocab.txt for a from-scratch model (instead of pretrained)",
+        examples=["bert-base-chinese-vocab/vocab.txt"],
+    )  # fmt: skip
+    download: bool = Field(default=False, description="fetch vocab from vocab_url when the file is missing")
+    vocab_url: str = Field(
+        default=VOCAB_URL, description="where download fetches vocab from: hub://OWNER/REPO/FILE (the Hugging Face "
+        "Hub, or $HF_ENDPOINT), an http(s) URL or a local path",
+    )  # fmt: skip
+    vocab_sha256: str = Field(
+        default=VOCAB_SHA256, pattern=r"^([0-9a-fA-F]{64})?$",
+        description="the sha256 a downloaded vocab must have (\"\": not checked)",
+    )  # fmt: skip
     # Size settings apply to from-scratch models only; a pretrained model keeps its own.
-    hidden_size: int | None = Field(default=None, ge=1)
-    num_layers: int | None = Field(default=None, ge=1)
-    num_heads: int | None = Field(default=None, ge=1)
-    intermediate_size: int | None = Field(default=None, ge=1)
-    max_position_embeddings: int | None = Field(default=None, ge=3)
-    hidden_dropout: float | None = Field(default=None, ge=0, lt=1)
-    attention_dropout: float | None = Field(default=None, ge=0, lt=1)
+    hidden_size: int | None = Field(default=None, ge=1, description="from scratch only (default 768)")
+    num_layers: int | None = Field(default=None, ge=1, description="from scratch only (default 12)")
+    num_heads: int | None = Field(default=None, ge=1, description="from scratch only (default 12)")
+    intermediate_size: int | None = Field(default=None, ge=1, description="from scratch only (default 3072)")
+    max_position_embeddings: int | None = Field(default=None, ge=3, description="from scratch only (default 512)")
+    hidden_dropout: float | None = Field(default=None, ge=0, lt=1, description="from scratch only (default 0.1)")
+    attention_dropout: float | None = Field(default=None, ge=0, lt=1, description="from scratch only (default 0.1)")
     dropout: float = Field(default=0.1, ge=0, lt=1, description="dropout on the encoder output")
     bilstm: bool = Field(default=False, description="a BiLSTM layer on top of BERT")
-    lstm_hidden_size: int = Field(default=256, ge=1, description="per direction")
-    lstm_layers: int = Field(default=1, ge=1)
-    trust_remote_code: bool = False
+    lstm_hidden_size: int = Field(default=256, ge=1, description="BiLSTM size per direction")
+    lstm_layers: int = Field(default=1, ge=1, description="BiLSTM layers")
+    trust_remote_code: bool = Field(default=False, description="let transformers run code shipped with a checkpoint (only for checkpoints you trust)")
 
     @model_validator(mode="before")
     @classmethod
@@ -118,6 +134,8 @@ class BertEncoder(Encoder):
     @classmethod
     def from_config(cls, config: BertEncoderConfig, data_root: Path) -> BertEncoder:
         if config.vocab is not None:
+            if config.download and not under_root(config.vocab, data_root).is_file():
+                fetch(config.vocab_url, under_root(config.vocab, data_root), config.vocab_sha256, "encoder.vocab_url")
             vocab = resolve(config.vocab, data_root, "encoder.vocab")
             _check_vocab(vocab)
             tokenizer = _tokenizer_from_vocab(vocab)

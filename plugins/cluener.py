@@ -1,17 +1,15 @@
 """`cluener.v1`: CLUENER2020, fine-grained Chinese NER (ten entity types).
 
 Reads `train.json`, `dev.json` and `test.json` (JSON lines; test has `id` and `text` only)
-from `path` under the data root. With `download = true` and the folder missing, the public
-release is fetched from `url`, and every file is checked against its published sha256
-before it is used.
+from `path` under the data root. When the folder is missing and `download` allows it (by
+default: when `path` is relative, a folder under the data root), the public release is fetched
+from `url`, and every file is checked against its published sha256 before it is kept.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,8 +38,11 @@ ENTITY_TYPES = [
 class CluenerConfig(Config):
     path: str = Field(default="cluener", description="folder under the data root (or absolute)")
     limit: int | None = Field(default=None, ge=1, description="read at most N lines of each split")
-    download: bool = Field(default=False, description="fetch the public release if path is missing")
-    url: str = CLUENER_URL
+    download: bool | None = Field(
+        default=None, description="fetch the public release (checked file by file) if the folder is missing: true, "
+        "false, or unset: only where path is relative (a folder under the data root)",
+    )  # fmt: skip
+    url: str = Field(default=CLUENER_URL, description="where download fetches the release zip from: a URL or a local path")
 
 
 class Cluener(Dataset):
@@ -55,10 +56,10 @@ class Cluener(Dataset):
         return list(ENTITY_TYPES)
 
     def folder(self) -> Path:
-        if self.config.download:
-            target = under_root(self.config.path, self.data_root)
-            if not target.is_dir():
-                download(self.config.url, target)
+        target = under_root(self.config.path, self.data_root)
+        fetch = self.config.download if self.config.download is not None else not Path(self.config.path).expanduser().is_absolute()
+        if fetch and not target.is_dir():
+            download(self.config.url, target)
         return resolve(self.config.path, self.data_root, "dataset.path", directory=True)
 
     def files(self, split: str) -> list[Path]:
@@ -115,29 +116,37 @@ def parse_line(line: str, where: str) -> Example:
 
 
 def download(url: str, folder: Path) -> None:
-    """Fetch the release zip, check each file's sha256, and write the files into `folder`."""
+    """Fetch the release zip (an URL or a local path) with a progress bar, check each file's
+    sha256, and write the three files as `folder`, whole or not at all."""
+    from nlpfw.download import copy_tree_atomically, fetch
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    zipped = folder.parent / f".{folder.name}-release.zip"
+    hint = f"download it elsewhere and unpack train/dev/test.json into {folder}, or set dataset.url to a local copy of the zip"
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            archive = zipfile.ZipFile(io.BytesIO(response.read()))
-    except (OSError, zipfile.BadZipFile) as error:
-        raise DataError(
-            f"dataset.download: cannot fetch {url}: {error}; download it elsewhere and "
-            f"unpack train/dev/test.json into {folder}"
-        ) from None
-    members = {Path(name).name: name for name in archive.namelist()}
-    contents = {}
-    for name, digest in SHA256.items():
-        if name not in members:
-            raise DataError(f"dataset.download: {url} has no {name}")
-        data = archive.read(members[name])
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise DataError(f"dataset.download: {name} from {url} fails its sha256 check")
-        contents[name] = data
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in contents.items():
-        partial = folder / f".{name}.part"
-        partial.write_bytes(data)
-        partial.replace(folder / name)
+        fetch(url, zipped, None, "dataset.url")  # the zip itself has no published digest; its files do
+    except DataError as error:
+        raise DataError(f"{error}; {hint}") from None
+    try:
+        try:
+            archive = zipfile.ZipFile(zipped)
+        except zipfile.BadZipFile as error:
+            raise DataError(f"dataset.url: {url} is not a zip archive ({error}); {hint}") from None
+        with archive:
+            members = {Path(name).name: name for name in archive.namelist()}
+            contents = {}
+            for name, digest in SHA256.items():
+                if name not in members:
+                    raise DataError(f"dataset.url: {url} has no {name}; {hint}")
+                data = archive.read(members[name])
+                actual = hashlib.sha256(data).hexdigest()
+                if actual != digest:
+                    raise DataError(f"dataset.url: {name} from {url} fails its sha256 check (expected {digest}, "
+                                    f"got {actual}); nothing was kept. {hint[0].upper()}{hint[1:]}")  # fmt: skip
+                contents[name] = data
+        copy_tree_atomically(contents, folder)
+    finally:
+        zipped.unlink(missing_ok=True)
 
 
 _PUBLISHED = {  # entity: (bert-base-chinese+CRF dev, bert-base, roberta-wwm-large-ext, BiLSTM+CRF, human)

@@ -41,7 +41,7 @@ def test_download_checks_sha256_and_unpacks(tmp_path, data_root):
 def test_download_with_a_bad_checksum_writes_nothing(tmp_path, data_root):
     target = tmp_path / "downloaded"
     url = _release(tmp_path, data_root, corrupt="dev.json")
-    with pytest.raises(DataError, match="dataset.download: dev.json from .* fails its sha256 check"):
+    with pytest.raises(DataError, match="dataset.url: dev.json from .* fails its sha256 check"):
         Cluener(CluenerConfig(path=str(target), download=True, url=url), data_root).load("train")
     assert not target.exists()
 
@@ -54,7 +54,7 @@ def test_download_without_network_says_what_to_do(tmp_path, data_root):
 
 def test_missing_folder_names_the_key_and_the_data_root(tmp_path):
     with pytest.raises(DataError, match=r"dataset\.path: folder not found: .*/nowhere/cluener \(relative paths are read under the data root; set NLPFW_DATA_ROOT\)"):
-        Cluener(CluenerConfig(), tmp_path / "nowhere").load("dev")
+        Cluener(CluenerConfig(download=False), tmp_path / "nowhere").load("dev")
 
 
 def test_a_relative_data_root_is_applied_once(data_root, monkeypatch):

@@ -75,7 +75,8 @@ def test_the_cpu_allocator_running_out_is_out_of_memory_too():
 
 
 def test_a_missing_data_root_names_the_file_and_the_variable(tmp_path):
-    result = invoke("run", QUICKSTART, "-o", tmp_path / "run", env={"NLPFW_DATA_ROOT": str(tmp_path / "empty")})
+    result = invoke("run", QUICKSTART, "-o", tmp_path / "run", "--set", "encoder.download=false",
+                    env={"NLPFW_DATA_ROOT": str(tmp_path / "empty")})  # fmt: skip
     assert result.exit_code == 1
     assert (
         f"Error: encoder.vocab: file not found: {tmp_path / 'empty' / 'bert-base-chinese-vocab' / 'vocab.txt'} "

@@ -44,7 +44,7 @@ def test_every_testing_fixture_is_documented() -> None:
     assert rows == set(FIXTURES)
 
 
-@pytest.mark.parametrize("cls", [interfaces.Task, interfaces.Encoder, interfaces.Decoder, interfaces.Dataset])
+@pytest.mark.parametrize("cls", [interfaces.Task, interfaces.Encoder, interfaces.Decoder, interfaces.Dataset, interfaces.Callback])
 def test_every_method_of_the_base_classes_is_documented(cls: type) -> None:
     own = [name for name, value in vars(cls).items() if not name.startswith("_") and (inspect.isfunction(value) or isinstance(value, (property, classmethod)))]
     article = "an" if cls.__name__[0] in "AEIOU" else "a"

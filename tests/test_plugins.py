@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import tomli_w
 from click.testing import CliRunner
@@ -23,7 +24,7 @@ from nlpfw import hookspecs
 from nlpfw.cli import cli
 from nlpfw.errors import PluginError, RegistryError
 from nlpfw.hookspecs import hookimpl
-from nlpfw.interfaces import Config, Dataset, Decoder, Encoder, Task
+from nlpfw.interfaces import Callback, Config, Dataset, Decoder, Encoder, Task
 from nlpfw.plugins import (
     BUILTIN_PLUGINS,
     HOOK_FOR_KIND,
@@ -31,6 +32,7 @@ from nlpfw.plugins import (
     PluginManager,
     build_registry,
     get_plugin_manager,
+    plugin_commands,
     plugin_records,
 )
 from nlpfw.registry import KINDS, Origin, Registry
@@ -54,6 +56,10 @@ BUILTIN_SNAPSHOT = {
     ("decoder", "classifier.v1"): "nlpfw_plugins.textcat",
     ("dataset", "text_labels.v1"): "nlpfw_plugins.text_labels",
     ("dataset", "sentiment.v1"): "nlpfw_plugins.text_labels",
+    ("callback", "fgm.v1"): "nlpfw_plugins.adversarial",
+    ("callback", "pgd.v1"): "nlpfw_plugins.adversarial",
+    ("callback", "ema.v1"): "nlpfw_plugins.ema",
+    ("callback", "tensorboard.v1"): "nlpfw_plugins.tensorboard",
 }
 
 HOOKSPEC_NAMES = sorted(
@@ -92,6 +98,16 @@ class TinyDecoder(Decoder):
     pass
 
 
+class TinyCallback(Callback):
+    pass
+
+
+@click.command("tiny-command")
+def tiny_command() -> None:
+    """Say hello."""
+    click.echo("hello from a plugin")
+
+
 class FullPlugin:
     """Implements every contribution hook, one tiny component each."""
 
@@ -111,8 +127,16 @@ class FullPlugin:
     def register_datasets(self, register):
         register("tiny.v1", TinyDataset)
 
+    @hookimpl
+    def register_callbacks(self, register):
+        register("tiny.v1", TinyCallback)
 
-TINY_CLASSES = {"task": TinyTask, "encoder": TinyEncoder, "decoder": TinyDecoder, "dataset": TinyDataset}
+    @hookimpl
+    def register_commands(self, cli):
+        cli.add_command(tiny_command)
+
+
+TINY_CLASSES = {"task": TinyTask, "encoder": TinyEncoder, "decoder": TinyDecoder, "dataset": TinyDataset, "callback": TinyCallback}
 
 
 @pytest.fixture
@@ -155,11 +179,14 @@ def test_builtin_plugin_records(pm: PluginManager) -> None:
                                   ["task: textcat.v1", "decoder: classifier.v1"], None),
         "nlpfw_plugins.text_labels": ("builtin", "0.1.0", ["register_datasets"],
                                       ["dataset: sentiment.v1", "dataset: text_labels.v1"], None),
+        "nlpfw_plugins.adversarial": ("builtin", "0.1.0", ["register_callbacks"], ["callback: fgm.v1", "callback: pgd.v1"], None),
+        "nlpfw_plugins.ema": ("builtin", "0.1.0", ["register_callbacks"], ["callback: ema.v1"], None),
+        "nlpfw_plugins.tensorboard": ("builtin", "0.1.0", ["register_callbacks"], ["callback: tensorboard.v1"], None),
     }
 
 
-def test_hookspecs_are_the_four_contribution_hooks() -> None:
-    assert HOOKSPEC_NAMES == sorted(HOOK_FOR_KIND.values())
+def test_hookspecs_are_the_five_contribution_hooks_and_commands() -> None:
+    assert HOOKSPEC_NAMES == sorted([*HOOK_FOR_KIND.values(), "register_commands"])
     assert HOOK_FOR_KIND == {kind: f"register_{kind}s" for kind in KINDS}
 
 
@@ -192,7 +219,7 @@ def test_full_plugin_components_appear_with_the_plugin_as_origin(full_plugin: Pl
         "version": None,
         "source": "test",
         "hooks": HOOKSPEC_NAMES,
-        "provides": ["task: tiny.v1", "encoder: tiny.v1", "decoder: tiny.v1", "dataset: tiny.v1"],
+        "provides": ["task: tiny.v1", "encoder: tiny.v1", "decoder: tiny.v1", "dataset: tiny.v1", "callback: tiny.v1"],
         "error": None,
     }
 
@@ -267,8 +294,29 @@ def test_malformed_name_is_rejected(pm: PluginManager, name: str) -> None:
         assert {(c.kind, c.name) for c in registry} == set(BUILTIN_SNAPSHOT)
 
 
+class CommandClash:
+    @hookimpl
+    def register_commands(self, cli):
+        @cli.command("run")
+        def shadow() -> None:
+            """Not the real run."""
+
+        cli.add_command(tiny_command)
+
+
+def test_plugin_commands_never_replace_a_builtin_or_an_earlier_plugins(full_plugin: PluginManager) -> None:
+    with registered(full_plugin, CommandClash(), "clash_test") as added:
+        assert added
+        commands, problems = plugin_commands(full_plugin, set(cli.commands))
+    assert list(commands) == ["tiny-command"] and commands["tiny-command"] is tiny_command
+    assert problems == [
+        "plugin 'clash_test' (test) adds the command 'run', which is built in; left out",
+        "plugin 'clash_test' (test) adds the command 'tiny-command', which plugin 'full_test' (test) added first; left out",
+    ]
+
+
 def test_registry_rejects_unknown_kind() -> None:
-    with pytest.raises(RegistryError, match=r"^unknown component kind 'tokenizer'; kinds: task, encoder, decoder, dataset$"):
+    with pytest.raises(RegistryError, match=r"^unknown component kind 'tokenizer'; kinds: task, encoder, decoder, dataset, callback$"):
         Registry().add("tokenizer", "bpe.v1", object, Origin("x", "test"))
 
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
 QUICKSTART = ROOT / "recipes" / "quickstart.toml"
 BERT_CRF = ROOT / "recipes" / "bert_crf_cluener.toml"
-ALLOWED = "allowed: name, description, task, dataset, encoder, decoder, trainer"
+ALLOWED = "allowed: name, description, task, dataset, encoder, decoder, trainer, callbacks"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_to_dict_fills_in_defaults(builtin_registry: Registry) -> None:
     assert data["trainer"]["adam_epsilon"] == 1e-8
     assert data["trainer"]["epochs"] == 4
     assert data["dataset"] == {
-        "type": "cluener.v1", "path": "cluener", "download": False,
+        "type": "cluener.v1", "path": "cluener",
         "url": "https://storage.googleapis.com/cluebenchmark/tasks/cluener_public.zip",
     }  # fmt: skip
     assert "max_steps" not in data["trainer"]  # unset optional values are left out

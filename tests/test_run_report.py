@@ -222,5 +222,6 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, data_root, m
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if it were not installed
     result = CliRunner().invoke(cli, ["run", str(RECIPE), "-o", str(tmp_path / "run"), "--set", "trainer.tensorboard=true"])
     assert result.exit_code == 1
-    assert "Error: trainer.tensorboard = true needs the tensorboard package: pip install tensorboard" in result.output
+    assert ("Error: TensorBoard logging (trainer.tensorboard = true, or a tensorboard.v1 callback) needs the "
+            "tensorboard package: pip install tensorboard") in result.output
     assert not (tmp_path / "run").exists()  # stopped before anything was written
