@@ -269,9 +269,21 @@ def load_model(directory: str | Path, registry: Registry, device: str | torch.de
     labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
     # model folders from before tasks named their labels generically held NER's entity types
     task = recipe.task.component.cls(recipe.task.config, labels["labels"] if "target" in labels else labels["entity_types"])
+    if "target" in labels and labels["target_labels"] != task.target_labels(labels["target"]):
+        # the decoder's outputs are ids into the saved names: another inventory (an edited
+        # task.scheme, say) would read every tag wrong
+        raise NlpfwError(
+            f"{directory}: labels.json's {labels['target']} labels ({_names(labels['target_labels'])}) are not "
+            f"those the task of recipe.toml gives ({_names(task.target_labels(labels['target']))}); "
+            "restore the task section the model was trained with"
+        )
     encoder = recipe.encoder.component.cls.from_saved(recipe.encoder.config, directory / "encoder")
     model = Model(encoder, build_decoder(recipe.decoder, encoder, task))
     safetensors.torch.load_model(model, str(directory / WEIGHTS), device="cpu")
     device = torch.device(device)
     model.to(device).eval()
     return LoadedModel(recipe, task, model, device, directory)
+
+
+def _names(names: Sequence[str], shown: int = 6) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")

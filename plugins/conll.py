@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nlpfw import textfile
 from nlpfw.hookspecs import hookimpl
@@ -70,6 +70,11 @@ class ConllConfig(SplitFilesConfig):
         default="auto", description="tagging scheme of the files (auto: BIOES if any E- or S- tag, else BIO)"
     )
     separator: str = Field(default="", description="joins a sentence's tokens into its text")
+
+    @field_validator("scheme", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:  # "bioes" as ner.v1's scheme takes it
+        return value.upper() if isinstance(value, str) and value.lower() != "auto" else value
 
 
 class Conll(SplitFilesDataset):

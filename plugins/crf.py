@@ -26,7 +26,8 @@ Step = Callable[[torch.Tensor, tuple[torch.Tensor, ...]], tuple[torch.Tensor, to
 
 CONSTRAINED = Field(
     default=False,
-    description="decode only valid BIO sequences (no I-X at the start, after O, or after B-Y/I-Y)",
+    description="decode only valid tag sequences (BIO: no I-X at the start, after O, or after B-Y/I-Y; "
+    "BIOES: also E-X only after B-X/I-X, and no entity left open at the end)",
 )
 
 
@@ -34,43 +35,79 @@ class CrfConfig(DecoderConfig):
     constrained: bool = CONSTRAINED
 
 
-class BioConstraints(nn.Module):
-    """Which BIO tag sequences decoding may produce, read from the tag names: `start[j]` says
-    whether tag j may open a text, `transitions[i, j]` whether tag j may follow tag i. `I-X` may
-    only follow `B-X` or `I-X`. The masks are buffers, so a saved model keeps them."""
+class TagConstraints(nn.Module):
+    """Which tag sequences decoding may produce, read from the tag names (BIOES when any tag is
+    `E-X` or `S-X`, else BIO; see `tag_constraints`): `start[j]` says whether tag j may open a
+    text, `transitions[i, j]` whether tag j may follow tag i, `end[j]` whether tag j may close a
+    text. `start` and `transitions` are saved with the model (as they always were); `end` is
+    rebuilt from the tag names (every BIO tag may end a text)."""
 
     def __init__(self, labels: Sequence[str]):
         super().__init__()
-        start, transitions = bio_constraints(labels)
+        start, transitions, end = tag_constraints(labels)
         self.register_buffer("start", start)
         self.register_buffer("transitions", transitions)
+        self.register_buffer("end", end, persistent=False)
 
-    def mask_scores(self, start: torch.Tensor, transitions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The scores with forbidden moves at -inf."""
-        return start.masked_fill(~self.start, -math.inf), transitions.masked_fill(~self.transitions, -math.inf)
+    def mask_scores(
+        self, start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The start, transition and end scores with the forbidden moves at -inf."""
+        return (
+            start.masked_fill(~self.start, -math.inf),
+            transitions.masked_fill(~self.transitions, -math.inf),
+            end.masked_fill(~self.end, -math.inf),
+        )
+
+
+BioConstraints = TagConstraints  # its name before BIOES
+
+
+def tag_constraints(labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(start [tags], transitions [tags, tags], end [tags]) masks of the allowed moves.
+
+    BIO (IOB2): `I-X` only after `B-X` or `I-X`, never first. BIOES (IOBES), when any tag is
+    `E-X` or `S-X`: an entity is `S-X` or `B-X I-X* E-X`, so after `B-X`/`I-X` only `I-X` or
+    `E-X` may come, `I-X`/`E-X` come only after `B-X`/`I-X`, a text neither opens with `I-`/`E-`
+    nor closes with `B-`/`I-`. A label that is not a tag of the scheme is an error naming it."""
+    bioes = any(label[:2] in ("E-", "S-") for label in labels)
+    scheme, allowed = ("BIOES", "BIES") if bioes else ("BIO", "BI")
+    kinds = []
+    for label in labels:
+        prefix, _, kind = label.partition("-")
+        if label != "O" and (prefix not in allowed or not kind):
+            tags = "O, B-X, I-X, E-X or S-X" if bioes else "O, B-X or I-X"
+            raise ValueError(f"decoder.constrained: tag {label!r} is not a {scheme} tag ({tags})")
+        kinds.append((prefix, kind))
+    n = len(labels)
+    inside = ("B", "I")  # an entity is open after these
+    start = torch.tensor([prefix not in ("I", "E") for prefix, _ in kinds])
+    end = torch.tensor([not bioes or prefix not in inside for prefix, _ in kinds])
+    transitions = torch.ones(n, n, dtype=torch.bool)
+    for i, (before, kind_before) in enumerate(kinds):
+        for j, (after, kind_after) in enumerate(kinds):
+            continues = after in ("I", "E") and before in inside and kind_after == kind_before
+            if after in ("I", "E"):
+                transitions[i, j] = continues
+            elif bioes and before in inside:
+                transitions[i, j] = False  # an open BIOES entity must be continued or closed
+    return start, transitions, end
 
 
 def bio_constraints(labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(start [tags], transitions [tags, tags]) masks of the allowed BIO moves; a label that is
-    not `O`, `B-X` or `I-X` is an error naming it."""
-    kinds = []
+    """(start, transitions) masks of the allowed BIO moves (`tag_constraints` of a BIO tag set);
+    a label that is not `O`, `B-X` or `I-X` is an error naming it."""
     for label in labels:
         prefix, _, kind = label.partition("-")
         if label != "O" and (prefix not in ("B", "I") or not kind):
             raise ValueError(f"decoder.constrained: tag {label!r} is not a BIO tag (O, B-X or I-X)")
-        kinds.append((prefix, kind))
-    n = len(labels)
-    start = torch.tensor([prefix != "I" for prefix, _ in kinds])
-    transitions = torch.ones(n, n, dtype=torch.bool)
-    for j, (prefix, kind) in enumerate(kinds):
-        if prefix == "I":
-            transitions[:, j] = torch.tensor([k == kind and p in ("B", "I") for p, k in kinds])
+    start, transitions, _ = tag_constraints(labels)
     return start, transitions
 
 
 class CrfDecoder(Decoder):
     """Tag decoder: learns from the task's `tags` target; built with the tag names, from which
-    `constrained = true` reads the BIO constraints."""
+    `constrained = true` reads the BIO or BIOES constraints."""
 
     config_model = CrfConfig
     config: CrfConfig
@@ -82,7 +119,7 @@ class CrfDecoder(Decoder):
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(input_dim, self.num_labels)
         self.crf = CRF(self.num_labels, batch_first=True)
-        self.constraints = BioConstraints(self.labels) if config.constrained else None
+        self.constraints = TagConstraints(self.labels) if config.constrained else None
 
     def emissions(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden)).float()
@@ -103,10 +140,10 @@ class CrfDecoder(Decoder):
         `constrained`, over the allowed paths only, the distribution `decode` maximises."""
         emissions = self.emissions(hidden)
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            start, transitions = self.crf.start_transitions, self.crf.transitions
+            start, transitions, end = self.crf.start_transitions, self.crf.transitions, self.crf.end_transitions
             if self.constraints is not None:
-                start, transitions = self.constraints.mask_scores(start, transitions)
-            return tag_marginals(start, transitions, self.crf.end_transitions, emissions, mask.bool())
+                start, transitions, end = self.constraints.mask_scores(start, transitions, end)
+            return tag_marginals(start, transitions, end, emissions, mask.bool())
 
     def confidence(self, hidden: torch.Tensor, mask: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
         """The probability of each tag `decode` chose (`tags` [batch, chars]) by `marginals`:
@@ -168,15 +205,15 @@ def log_likelihood(crf: CRF, emissions: torch.Tensor, tags: torch.Tensor, mask: 
 
 
 def viterbi(
-    crf: CRF, emissions: torch.Tensor, mask: torch.Tensor, constraints: BioConstraints | None = None
+    crf: CRF, emissions: torch.Tensor, mask: torch.Tensor, constraints: TagConstraints | None = None
 ) -> torch.Tensor:
     """Best tag ids [batch, chars] (0 outside `mask`) of `emissions` [batch, chars, tags] under
     `crf`'s parameters; `mask` [batch, chars] is left-aligned and every row starts on. With
     `constraints`, the best path among the allowed ones."""
-    start, transitions = crf.start_transitions, crf.transitions
+    start, transitions, end = crf.start_transitions, crf.transitions, crf.end_transitions
     if constraints is not None:
-        start, transitions = constraints.mask_scores(start, transitions)
-    return best_paths(start, transitions, crf.end_transitions, emissions, mask)
+        start, transitions, end = constraints.mask_scores(start, transitions, end)
+    return best_paths(start, transitions, end, emissions, mask)
 
 
 def best_paths(

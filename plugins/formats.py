@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from nlpfw.errors import DataError
 from nlpfw.interfaces import Example, Span
-from nlpfw_plugins.tags import Scheme
+from nlpfw_plugins.tags import Scheme, write_tags
 
 Bad = Callable[[str, str], None]
 Offsets = Literal["codepoints", "utf16"]
@@ -491,16 +491,7 @@ def conll_text(examples: Sequence[Example], scheme: Scheme = "BIO") -> tuple[str
             raise DataError(f"text {number} holds {bad!r}, which CoNLL (one character a line) cannot hold")
         kept, left_out = flat(example.gold)
         dropped += len(left_out)
-        tags = ["O"] * len(example.text)
-        for span in kept:
-            if scheme == "BIOES" and span.end - span.start == 1:
-                tags[span.start] = f"S-{span.label}"
-                continue
-            tags[span.start] = f"B-{span.label}"
-            for i in range(span.start + 1, span.end):
-                tags[i] = f"I-{span.label}"
-            if scheme == "BIOES":
-                tags[span.end - 1] = f"E-{span.label}"
+        tags = write_tags(len(example.text), kept, scheme)
         blocks.append("".join(f"{c}\t{t}\n" for c, t in zip(example.text, tags)))
     return "\n".join(blocks), dropped
 

@@ -1,14 +1,18 @@
-"""`ner.v1`: character-level BIO tagging whose offsets index the original text exactly.
+"""`ner.v1`: character-level BIO or BIOES tagging whose offsets index the original text exactly.
 
 Each character is one token (the encoder maps it to one id), so a tag index is a character
 offset: spans come back as `text[start:end]` whatever the text holds (Latin words, digit
 runs, spaces, full-width characters, emoji).
 
-The model is always trained on clean BIO tags derived from the gold spans. How predicted tags
-are read back is the `scoring` option (see `nlpfw_plugins.tags`): `strict` (IOB2: an entity starts at
-`B-X`; a stray `I-X` starts nothing, so exact-span scores equal seqeval's strict mode) or
-`conlleval` (an `I-X` after `O` or another type starts an entity, seqeval's default mode, as
-the People's Daily reference scores). Scores are exact-span precision, recall and F1, overall
+The model is always trained on clean tags derived from the gold spans, in the `scheme` of the
+task: `BIO` (`B-X I-X*`, the default) or `BIOES` (`S-X` for a one-character entity, `B-X I-X*
+E-X` for a longer one). The tag names, and so the decoder's labels, follow the scheme; a model
+folder keeps both (its recipe and `labels.json`), so a loaded model reads its tags as it was
+trained. How predicted tags are read back is the `scoring` option (see `nlpfw_plugins.tags`):
+`strict` (IOB2/IOBES: an entity starts at `B-X` and, under BIOES, is closed by `E-X` or is an
+`S-X`; a stray or unfinished tag starts nothing, so exact-span scores equal seqeval's strict
+mode) or `conlleval` (an `I-X` after `O` or another type starts an entity, seqeval's default
+mode, as the People's Daily reference scores). Scores are exact-span precision, recall and F1, overall
 and per entity type (`nlpfw_plugins.span_metrics`); the main score is the overall F1.
 
 Flat BIO cannot hold nested entities: where gold spans overlap, the longer one is tagged and
@@ -24,16 +28,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Config, Encoded, Encoder, Evaluation, Example, Span, Task, Window, input_ids
 from nlpfw_plugins.span_metrics import score_spans
-from nlpfw_plugins.tags import Mode, read_spans
+from nlpfw_plugins.tags import Mode, Scheme, read_spans, tag_inventory
 
 METRIC_NOTES = {
     "strict": "strict entity-level matching: exact (type, start, end) spans, as seqeval's strict IOB2 mode",
@@ -43,15 +47,22 @@ METRIC_NOTES = {
 
 
 class NerConfig(Config):
-    scheme: Literal["BIO"] = "BIO"
-    scoring: Mode = Field(
-        default="strict", description="how predicted tags are read: strict (IOB2) or conlleval"
+    scheme: Scheme = Field(
+        default="BIO", description='the tags the model learns: "BIO", or "BIOES" (S-X single characters, E-X entity ends); any case'
     )
+    scoring: Mode = Field(
+        default="strict", description="how predicted tags are read: strict (IOB2/IOBES) or conlleval"
+    )
+
+    @field_validator("scheme", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 class NerTask(Task):
-    """Named-entity recognition: entity spans, learned as one BIO tag per character (target
-    `tags`) or as a span table (target `spans`)."""
+    """Named-entity recognition: entity spans, learned as one BIO or BIOES tag per character
+    (target `tags`) or as a span table (target `spans`)."""
 
     config_model = NerConfig
     config: NerConfig
@@ -59,7 +70,7 @@ class NerTask(Task):
 
     def __init__(self, config: NerConfig, labels: Sequence[str]):
         super().__init__(config, labels)
-        self.tags = ["O"] + [f"{p}-{t}" for t in self.labels for p in ("B", "I")]
+        self.tags = tag_inventory(self.labels, config.scheme)
         self._index = {tag: i for i, tag in enumerate(self.tags)}
 
     @property
@@ -75,7 +86,7 @@ class NerTask(Task):
         return list(self.tags) if target == "tags" else list(self.labels)
 
     def flat_spans(self, spans: Sequence[Span]) -> tuple[list[Span], list[Span]]:
-        """Split `spans` into those BIO can hold (longest first wins) and the dropped rest."""
+        """Split `spans` into those flat tags can hold (longest first wins) and the dropped rest."""
         kept: list[Span] = []
         dropped: list[Span] = []
         for span in sorted(spans, key=lambda s: (-(s.end - s.start), s.start, s.label)):
@@ -86,11 +97,17 @@ class NerTask(Task):
         return sorted(kept), dropped
 
     def tag_ids(self, length: int, spans: Sequence[Span]) -> np.ndarray:
-        """BIO tag ids for a text of `length` characters (spans must not overlap)."""
+        """Tag ids of the scheme for a text of `length` characters (spans must not overlap)."""
         tags = np.zeros(length, dtype=np.int16)
+        bioes = self.config.scheme == "BIOES"
         for span in spans:
+            if bioes and span.end - span.start == 1:
+                tags[span.start] = self._index[f"S-{span.label}"]
+                continue
             tags[span.start] = self._index[f"B-{span.label}"]
             tags[span.start + 1 : span.end] = self._index[f"I-{span.label}"]
+            if bioes:
+                tags[span.end - 1] = self._index[f"E-{span.label}"]
         return tags
 
     def encode(self, example: Example, encoder: Encoder) -> Encoded:
@@ -124,7 +141,7 @@ class NerTask(Task):
 
     def spans(self, text: str, tag_ids: Sequence[int]) -> list[Span]:
         """Spans of one text (or window) from its predicted tag ids (one per character)."""
-        return read_spans([self.tags[i] for i in tag_ids], self.config.scoring)
+        return read_spans([self.tags[i] for i in tag_ids], self.config.scoring, self.config.scheme)
 
     def window_spans(self, text: str, output: np.ndarray, target: str) -> list[Span]:
         """Spans of one window from a decoder's output for it: tag ids [chars] for `tags`, or
@@ -153,7 +170,8 @@ class NerTask(Task):
         per_type = {label: scores["by_type"][label] for label in scores["by_type"]}
         return Evaluation(
             main="f1", summary=summary, per_label={**per_type, "overall": scores["overall"]},
-            details={**scores, "scoring": self.config.scoring}, note=METRIC_NOTES[self.config.scoring],
+            details={**scores, "scoring": self.config.scoring, "scheme": self.config.scheme},
+            note=METRIC_NOTES[self.config.scoring].replace("IOB2", "IOBES" if self.config.scheme == "BIOES" else "IOB2"),
             label_kind="entity",
         )  # fmt: skip
 
@@ -195,7 +213,7 @@ class NerTask(Task):
         if target != "tags" or not (train or dev):
             return []
         return [
-            f"[yellow]Note:[/] {train} train and {dev} dev span(s) overlap a longer one, which flat BIO tags "
+            f"[yellow]Note:[/] {train} train and {dev} dev span(s) overlap a longer one, which flat {self.config.scheme} tags "
             "cannot hold; the longer was kept for training, and dev is scored against all gold spans"
         ]
 

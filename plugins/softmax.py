@@ -1,8 +1,11 @@
-"""`softmax.v1`: a linear classifier with a per-character softmax (cross-entropy loss).
+"""`softmax.v1`: a linear classifier with a per-character softmax.
+
+The loss is cross-entropy over the characters inside the mask, or focal loss, with label
+smoothing and class weights (`nlpfw_plugins.losses`, the options `classifier.v1` has too).
 
 Decoding takes each character's most probable tag; with `constrained = true`, the most
-probable sequence of valid BIO tags instead (a Viterbi pass over the log-probabilities, with
-only the forbidden moves scored).
+probable sequence of valid tags instead (BIO or BIOES, read from the tag names: a Viterbi pass
+over the log-probabilities, with only the forbidden moves scored).
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import torch
 from torch import nn
 
 from nlpfw.hookspecs import hookimpl
-from nlpfw.interfaces import Decoder, DecoderConfig
-from nlpfw_plugins.crf import CONSTRAINED, BioConstraints, best_paths
+from nlpfw.interfaces import Decoder
+from nlpfw_plugins.crf import CONSTRAINED, TagConstraints, best_paths
+from nlpfw_plugins.losses import Loss, LossConfig
 
 
-class SoftmaxConfig(DecoderConfig):
+class SoftmaxConfig(LossConfig):
     constrained: bool = CONSTRAINED
 
 
@@ -32,22 +36,23 @@ class SoftmaxDecoder(Decoder):
         super().__init__(config, input_dim, labels, target)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(input_dim, self.num_labels)
-        self.constraints = BioConstraints(self.labels) if config.constrained else None
+        self.constraints = TagConstraints(self.labels) if config.constrained else None
+        self.criterion = Loss(config, self.labels)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(hidden)).float()
 
     def loss(self, hidden: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = self.logits(hidden)
-        return nn.functional.cross_entropy(logits[mask], tags[mask])
+        return self.criterion.single(logits[mask], tags[mask])
 
     def decode(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = self.logits(hidden)
         if self.constraints is None:
             return logits.argmax(dim=-1) * mask
         zeros = logits.new_zeros(self.num_labels)
-        start, transitions = self.constraints.mask_scores(zeros, logits.new_zeros(self.num_labels, self.num_labels))
-        return best_paths(start, transitions, zeros, logits.log_softmax(dim=-1), mask.bool())
+        start, transitions, end = self.constraints.mask_scores(zeros, logits.new_zeros(self.num_labels, self.num_labels), zeros)
+        return best_paths(start, transitions, end, logits.log_softmax(dim=-1), mask.bool())
 
     def marginals(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each character's tag probabilities [batch, chars, tags] (the softmax; 0 outside `mask`).

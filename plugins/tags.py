@@ -84,11 +84,29 @@ def read_spans(tags: Sequence[str], mode: Mode = "strict", scheme: Scheme = "BIO
 _KNOWN: dict[str, dict[str, tuple[str, str]]] = {scheme: {} for scheme in PREFIXES}  # tag -> split_tag(tag)
 
 
-def bio_tags(length: int, spans: Sequence[Span]) -> list[str]:
-    """BIO tag names for a text of `length` characters (spans must not overlap)."""
+def tag_inventory(types: Sequence[str], scheme: Scheme = "BIO") -> list[str]:
+    """The tag names of a scheme for `types`, in id order: `O`, then each type's tags
+    (`B-X I-X`, or `B-X I-X E-X S-X` for BIOES)."""
+    return ["O"] + [f"{p}-{t}" for t in types for p in PREFIXES[scheme]]
+
+
+def write_tags(length: int, spans: Sequence[Span], scheme: Scheme = "BIO") -> list[str]:
+    """Tag names for a text of `length` characters (spans must not overlap, nor be empty):
+    BIO, `B-X I-X*`; or BIOES, `S-X` for a one-character entity and `B-X I-X* E-X` for a
+    longer one. `read_spans` of the result in either mode gives `spans` back."""
     tags = ["O"] * length
     for span in spans:
+        if scheme == "BIOES" and span.end - span.start == 1:
+            tags[span.start] = f"S-{span.label}"
+            continue
         tags[span.start] = f"B-{span.label}"
         for i in range(span.start + 1, span.end):
             tags[i] = f"I-{span.label}"
+        if scheme == "BIOES":
+            tags[span.end - 1] = f"E-{span.label}"
     return tags
+
+
+def bio_tags(length: int, spans: Sequence[Span]) -> list[str]:
+    """BIO tag names for a text of `length` characters (spans must not overlap)."""
+    return write_tags(length, spans, "BIO")

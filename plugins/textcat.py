@@ -24,12 +24,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from nlpfw.hookspecs import hookimpl
-from nlpfw.interfaces import Config, Decoder, DecoderConfig, Encoded, Encoder, Evaluation, Example, Task, Window, input_ids
+from nlpfw.interfaces import Config, Decoder, Encoded, Encoder, Evaluation, Example, Task, Window, input_ids
 from nlpfw.metrics import Counts
+from nlpfw_plugins.losses import Loss, LossConfig
 from nlpfw_plugins.ner import pad
 
 MainScore = Literal["accuracy", "macro_f1", "micro_f1"]
@@ -149,27 +150,18 @@ def _figures(counts: Counts) -> dict[str, float]:
     return {"precision": counts.precision, "recall": counts.recall, "f1": counts.f1, "support": counts.support}
 
 
-class ClassifierConfig(DecoderConfig):
+class ClassifierConfig(LossConfig):
     pooling: Literal["first", "mean", "max", "mean_max"] = Field(
         default="mean",
         description="how a window's character vectors become one: the first's, their mean, their maximum, or both concatenated",
     )
-    class_weights: dict[str, float] | None = Field(
-        default=None, description="loss weight per class name (others 1.0), e.g. for imbalanced classes"
-    )
-
-    @model_validator(mode="after")
-    def _positive(self) -> ClassifierConfig:
-        for name, weight in (self.class_weights or {}).items():
-            if weight <= 0:
-                raise ValueError(f"class_weights: the weight of {name!r} must be positive, not {weight}")
-        return self
 
 
 class ClassifierDecoder(Decoder):
     """Pooling over the mask, dropout and a linear layer: softmax over the classes (target
     `class`) or one sigmoid per class (target `classes`). `decode` returns the probabilities
-    [batch, classes]."""
+    [batch, classes]. The loss (cross-entropy or focal, label smoothing, class weights) is
+    `nlpfw_plugins.losses`', as `softmax.v1`'s."""
 
     config_model = ClassifierConfig
     config: ClassifierConfig
@@ -178,11 +170,7 @@ class ClassifierDecoder(Decoder):
 
     def __init__(self, config: ClassifierConfig, input_dim: int, labels: Sequence[str], target: str = "class"):
         super().__init__(config, input_dim, labels, target)
-        unknown = sorted(set(config.class_weights or {}) - set(self.labels))
-        if unknown:
-            raise ValueError(f"decoder.class_weights: unknown classes {unknown}; classes: {', '.join(self.labels)}")
-        weights = [float((config.class_weights or {}).get(label, 1.0)) for label in self.labels]
-        self.register_buffer("class_weights", torch.tensor(weights), persistent=False)
+        self.criterion = Loss(config, self.labels, multi_label=target == "classes", always_weigh=True)
         self.dropout = nn.Dropout(config.dropout)
         width = 2 * input_dim if config.pooling == "mean_max" else input_dim
         self.classifier = nn.Linear(width, self.num_labels)
@@ -209,9 +197,8 @@ class ClassifierDecoder(Decoder):
         logits = self.logits(hidden, mask)
         with torch.autocast(device_type=logits.device.type, enabled=False):
             if self.target == "classes":
-                losses = nn.functional.binary_cross_entropy_with_logits(logits, gold.float(), reduction="none")
-                return (losses * self.class_weights).mean()
-            return nn.functional.cross_entropy(logits, gold.long(), weight=self.class_weights)
+                return self.criterion.multi(logits, gold.float())
+            return self.criterion.single(logits, gold.long())
 
     def decode(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = self.logits(hidden, mask)

@@ -206,7 +206,7 @@ def test_classifier_pools_over_the_mask_and_weighs_classes():
     logits = decoder.logits(hidden, mask)
     assert torch.allclose(weighted.loss(hidden, gold, mask), torch.nn.functional.cross_entropy(logits, gold))  # all b: the weights cancel
     assert not torch.allclose(weighted.loss(hidden, torch.tensor([0, 1]), mask), decoder.loss(hidden, torch.tensor([0, 1]), mask))
-    with pytest.raises(ValueError, match=r"decoder.class_weights: unknown classes \['c'\]; classes: a, b"):
+    with pytest.raises(ValueError, match=r"decoder.class_weights: unknown labels \['c'\]; labels: a, b$"):
         ClassifierDecoder(ClassifierConfig(class_weights={"c": 2.0}), 2, ["a", "b"], "class")
     sigmoid = ClassifierDecoder(ClassifierConfig(), 2, ["a", "b"], "classes").eval()
     assert ((sigmoid.decode(hidden, mask) > 0) & (sigmoid.decode(hidden, mask) < 1)).all()
