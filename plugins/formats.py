@@ -490,7 +490,8 @@ def read_doccano(path: Path, bad: Bad, offsets: Offsets = "utf16", labelled: boo
     string). `project` says which; "auto": the kind of the first line with a non-empty label,
     sequence labelling when none has one; a line of the other kind is bad data. A line with no
     label key has `gold` None, which in a labelled split (`labelled`) is bad data; in a
-    classification export so does `"label": []` (doccano writes it for a text nobody labelled)."""
+    classification export so has `"label": []` (doccano writes it for a text nobody labelled),
+    which train and dev leave out as Label Studio's unlabelled tasks."""
     lines: list[tuple[str, dict[str, Any]]] = []
     with path.open(encoding="utf-8") as stream:
         for number, line in enumerate(stream, 1):
@@ -535,7 +536,7 @@ def _doccano_kind(record: dict[str, Any]) -> str | None:
         if isinstance(items, str) and items.strip():
             return "text_classification"
         if isinstance(items, list) and items:
-            return "text_classification" if all(isinstance(item, str) for item in items) else "sequence_labeling"
+            return "text_classification" if any(isinstance(item, str) for item in items) else "sequence_labeling"
     return None
 
 
@@ -558,10 +559,11 @@ def _doccano_classes(record: dict[str, Any], where: str, bad: Bad, offsets: Offs
     keys = [k for k in CLASS_KEYS if k in record]
     if len(keys) > 1:
         return bad(where, f"has both {keys[0]!r} and {keys[1]!r}; a doccano line has one")
-    if not keys or record[keys[0]] == []:
+    if not keys:
         if labelled:
-            return bad(where, f"no class ({'no' if not keys else 'an empty'} 'label'): a train or dev line needs one; "
-                              "leave texts nobody labelled out of train and dev")  # fmt: skip
+            return bad(where, "no 'label' (a train or dev line needs one; 'label': [] for a text nobody labelled)")
+        return Example(text, None, record.get("id"))
+    if record[keys[0]] == []:  # doccano's export of a text nobody labelled: left out of train and dev
         return Example(text, None, record.get("id"))
     items = record[keys[0]]
     items = [items] if isinstance(items, str) else items
