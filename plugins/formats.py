@@ -462,8 +462,7 @@ def label_studio_tasks(
         if predicted is not None:
             scored = predicted[index]
             if isinstance(scored, ScoredClasses):
-                top = scored.scores.get(scored.labels[0]) if scored.scores and len(scored.labels) == 1 else scored.score
-                result = [label_studio_choices(scored.labels, f"t{index}p0", top)] if scored.labels else []
+                result = [label_studio_choices(scored.labels, f"t{index}p0", scored.score)] if scored.labels else []
             else:
                 scores = scored.scores or [None] * len(scored.spans)
                 result = [label_studio_result(example.text, s, f"t{index}p{k}", score)

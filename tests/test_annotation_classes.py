@@ -200,6 +200,26 @@ def test_writers_give_each_tool_its_classification_shape(tmp_path):
                                                                 "scores": {"neg": 0.7, "pos": 0.55}}  # fmt: skip
 
 
+def test_prediction_files_of_single_and_multi_label_records_import_as_the_predicted_classes(tmp_path):
+    """`nlpfw predict`'s records (textcat.v1's `output` with `confidence`) through each tool's
+    prediction file, accepted as they are, read back as the predicted classes."""
+    records = [{"id": 1, "text": "😀好评", "label": "pos", "scores": {"neg": 0.2, "pos": 0.8}, "confidence": 0.8},
+               {"id": 2, "text": "ＣＰＵ太烫", "label": "neg", "scores": {"neg": 0.6, "pos": 0.4}, "confidence": 0.6},
+               {"id": 3, "text": "", "label": None, "scores": {"neg": 0.0, "pos": 0.0}, "confidence": 1.0}]  # fmt: skip
+    multi = [{"text": "价格实惠👍，物流也快", "labels": ["价格", "物流"], "scores": {"价格": 0.9, "物流": 0.7}, "confidence": 0.7},
+             {"text": "就是一部手机。", "labels": [], "scores": {"价格": 0.1, "物流": 0.3}, "confidence": 0.7}]  # fmt: skip
+    for batch, expected in ((records, [["pos"], ["neg"], []]), (multi, [["价格", "物流"], []])):
+        tasks = json.loads(LabelStudio.prediction_file(batch, "r3"))
+        for task in tasks:
+            task["annotations"] = [{"id": 1, "result": task["predictions"][0]["result"]}]
+        (tmp_path / "ls.json").write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+        assert [e.gold for e in label_studio("ls.json", tmp_path).read_all(tmp_path / "ls.json", "test")] == expected
+        assert [t["predictions"][0]["score"] for t in tasks] == [r["confidence"] for r in batch]
+        (tmp_path / "d.jsonl").write_text(Doccano.prediction_file(batch, "r3"), encoding="utf-8")
+        back = doccano("d.jsonl", tmp_path, test="d.jsonl").load("test")
+        assert [e.gold for e in back] == [x or None for x in expected]  # doccano's "label": [] is unlabelled
+
+
 def test_textcat_confidence_is_the_top_class_or_the_least_certain_decision():
     single = TextcatTask(TextcatConfig(), ["neg", "pos"])
     fields, score = single.confidence("还行", Classes(["pos"], {"neg": 0.3, "pos": 0.7}), [], "class")
