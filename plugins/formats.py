@@ -291,15 +291,21 @@ def result_kind(path: Path, tasks: Sequence[Any], options: LabelStudioOptions) -
     the results the file holds (of the control `from_name` when set): `choices` when it holds
     choices and no `labels` region, `labels` otherwise. A file holding both (a project labelling
     entities and classifying texts), or choices of several controls, is an error asking which."""
-    if options.result_type != "auto":
-        return options.result_type
     controls: dict[str, dict[str, int]] = {"labels": {}, "choices": {}}
+    others: set[str] = set()  # the controls `from_name` did not name
     for result in _results(tasks):
         kind_ = result.get("type", "labels")
         name = result.get("from_name")
-        if kind_ in controls and "value" in result and (options.from_name is None or name == options.from_name):
+        if kind_ in controls and "value" in result:
+            if options.from_name is not None and name != options.from_name:
+                others.add(str(name))
+                continue
             counts = controls[kind_]
             counts[str(name)] = counts.get(str(name), 0) + 1
+    if options.from_name is not None and others and not controls["labels"] and not controls["choices"]:
+        raise DataError(f"{path}: no result of control {options.from_name!r} (from_name); its controls: {', '.join(sorted(others))}")
+    if options.result_type != "auto":
+        return options.result_type
 
     def shown(kind_: str) -> str:
         return ", ".join(f"{name!r} ({count})" for name, count in controls[kind_].items())

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -144,6 +145,15 @@ class TextcatTask(Task):
             details={"texts": len(gold), "exact": exact}, label_kind="class",
             note=f"{kind} classification of whole texts; macro-F1 is the mean of the classes' F1, micro-F1 from the summed counts",
         )  # fmt: skip
+
+    def file_dataset(self, path: Path, dataset_type: str, dataset_config: Config) -> tuple[str, dict[str, Any]]:
+        """The model's dataset pointed at the file (the default), less the annotation tools'
+        `split`, which would cut the file in two: `nlpfw evaluate --data export.json` scores it whole."""
+        if getattr(dataset_config, "split", None) is None:
+            return super().file_dataset(path, dataset_type, dataset_config)
+        options = {k: v for k, v in dataset_config.model_dump().items() if k not in ("split", "seed")}
+        options.update(path=str(path.parent.absolute()), train=path.name, dev=path.name)
+        return dataset_type, options
 
     def output(self, text: str, prediction: Classes) -> dict[str, Any]:
         if self.config.multi_label:

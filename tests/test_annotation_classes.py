@@ -114,6 +114,8 @@ def test_bad_choices_and_several_choice_controls(tmp_path):
                                         r"'topic' \(1\)\); say which to read with from_name"):  # fmt: skip
         label_studio("export.json", tmp_path).load("train")
     assert classes(label_studio("export.json", tmp_path, from_name="topic").load("train")) == {8: [], 9: ["电子"]}
+    with pytest.raises(DataError, match=r"export\.json: no result of control 'topics' \(from_name\); its controls: sentiment, topic"):
+        label_studio("export.json", tmp_path, from_name="topics").load("train")
 
 
 def test_classes_option_and_split(tmp_path):
@@ -296,3 +298,14 @@ def test_convert_multi_label_options_and_errors(tmp_path):
     assert failed.exit_code == 1 and "Error: text 1 holds entity spans; text-labels formats hold classes" in failed.output
     failed = CliRunner().invoke(cli, ["convert", str(fixture), str(tmp_path / "z.json"), "--to", "doccano", "--option", "oops"])
     assert failed.exit_code == 1 and "Error: --option: expected KEY=VALUE, not 'oops'" in failed.output
+
+
+def test_evaluate_data_reads_a_whole_export_even_when_the_run_split_one(tmp_path):
+    """`nlpfw evaluate --data FILE` for a classifier trained on an export cut by `split`: the file
+    is read whole, through the run's dataset, not cut in two."""
+    task = TextcatTask(TextcatConfig(), ["中性", "正面", "负面"])
+    config = LabelStudioConfig(path="/data/project", train="export.json", split=0.2, seed=5)
+    kind, options = task.file_dataset(FIXTURES / "label_studio" / "classification.json", "label_studio.v1", config)
+    assert kind == "label_studio.v1" and "split" not in options
+    dataset = LabelStudio(LabelStudioConfig(**options), tmp_path)
+    assert [e.id for e in dataset.load("dev")] == [201, 202, 205, 206, 207]
