@@ -22,11 +22,12 @@ from typing import Any
 
 from pydantic import Field
 
+from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example
 from nlpfw_plugins.exports import ExportConfig, ExportDataset
-from nlpfw.errors import DataError
-from nlpfw_plugins.formats import SPAN_KEYS, is_classes, Bad, Offsets, Project, doccano_records, from_records, json_lines, json_record, read_doccano
+from nlpfw_plugins.formats import (SPAN_KEYS, Bad, Offsets, Project, doccano_records, from_records, is_classes, json_lines,
+                                   json_record, read_doccano)
 
 
 
