@@ -32,7 +32,8 @@ class ExportConfig(SplitFilesConfig):
 
     @model_validator(mode="after")
     def _dev_or_split(self) -> ExportConfig:
-        if self.split is not None and "dev" in self.model_fields_set:
+        # the run folder's resolved recipe holds every key, `dev` at its default too: only another file clashes
+        if self.split is not None and "dev" in self.model_fields_set and self.dev != type(self).model_fields["dev"].default:
             raise ValueError("give dev (a file) or split (a share of train), not both")
         if self.classes is not None and self.entity_types is not None:
             raise ValueError("give entity_types (entities) or classes (classification), not both")

@@ -309,3 +309,12 @@ def test_evaluate_data_reads_a_whole_export_even_when_the_run_split_one(tmp_path
     assert kind == "label_studio.v1" and "split" not in options
     dataset = LabelStudio(LabelStudioConfig(**options), tmp_path)
     assert [e.id for e in dataset.load("dev")] == [201, 202, 205, 206, 207]
+
+
+def test_a_split_export_recipe_reloads_from_the_run_folder():
+    """The run folder's recipe.toml holds every key (`dev` at its default beside `split`): it loads."""
+    for config in (LabelStudioConfig, DoccanoConfig):
+        resolved = config(path="/data", train="export.json", split=0.2).model_dump()
+        assert config(**resolved).split == 0.2 and "dev" in resolved
+        with pytest.raises(ValueError, match=r"give dev \(a file\) or split"):
+            config(path="/data", train="export.json", dev="mine.json", split=0.2)

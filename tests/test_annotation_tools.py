@@ -232,7 +232,7 @@ def test_split_and_dev_together_is_a_recipe_problem(registry):
     from nlpfw.recipe import load_recipe
 
     recipe = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.toml"
-    overrides = ["dataset.type=doccano.v1", "dataset.path=/data", "dataset.dev=dev.jsonl", "dataset.split=0.2"]
+    overrides = ["dataset.type=doccano.v1", "dataset.path=/data", "dataset.dev=held_out.jsonl", "dataset.split=0.2"]
     with pytest.raises(RecipeError) as caught:
         load_recipe(recipe, registry, overrides)
     assert "give dev (a file) or split (a share of train), not both" in str(caught.value)
