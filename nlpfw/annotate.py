@@ -8,8 +8,9 @@ probability of the chosen tag, by forward-backward; `softmax.v1`: its softmax pr
 the task's `confidence(text, prediction, windows, target)`, which combines a text's windows of
 those into the prediction's record fields with a confidence per annotation, and the text's
 confidence (`ner.v1`: an entity's is the lowest of its characters', the text's the lowest of
-all its characters', each character scored by the window that owns it). Texts are ranked by
-the text's confidence.
+all its characters', each character scored by the window that owns it; `classifier.v1` gives
+its class probabilities, and `textcat.v1` takes the top class's probability, or for multi-label
+the least certain class decision's). Texts are ranked by the text's confidence.
 
 A tool's file is written by the dataset component that reads that tool's exports, found
 through the registry: its class attribute `prediction_format` names the format
@@ -83,7 +84,7 @@ def scored_predictions(model: LoadedModel, texts: Sequence[str], batch_size: int
     if not gives_probabilities(model):
         raise NlpfwError(f"decoder {model.recipe.decoder.type} with task {model.recipe.task.type} gives no "
                          "probabilities, so texts cannot be scored; confidence needs a decoder and a task with a "
-                         "confidence method (crf.v1 or softmax.v1 with ner.v1)")  # fmt: skip
+                         "confidence method (crf.v1 or softmax.v1 with ner.v1, classifier.v1 with textcat.v1)")  # fmt: skip
     network, task = model.model, model.task
     network.eval()
     decoder, target = network.decoder, network.decoder.target

@@ -491,24 +491,35 @@ def _annotate(
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("target", type=click.Path(path_type=Path))
 @click.option("--from", "source_format", default="auto", show_default=True,
-              help="Format of SOURCE (cluener, spans, conll, conll-bioes, label-studio, doccano, text: the datasets' "
-                   "file formats, and plain texts); auto: from its first record.")  # fmt: skip
+              help="Format of SOURCE (cluener, spans, conll, conll-bioes, label-studio, doccano, text-labels, "
+                   "text-labels-csv, text-labels-tsv, text: the datasets' file formats, and plain texts); auto: from its "
+                   "first record.")  # fmt: skip
 @click.option("--to", "target_format", required=True, help="Format to write TARGET in (as --from).")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="Bad records: stop naming the file and line, or leave them out and count them.")  # fmt: skip
-@click.option("--text-field", default="text", show_default=True, help="Label Studio: the task data field of the text.")
+@click.option("--text-field", default="text", show_default=True,
+              help="The field holding the text (Label Studio: the task data field; text-labels: the field or column).")  # fmt: skip
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the reader or the writer (label-studio: result_type=choices, from_name=NAME, annotator=WHO; "
+                   "doccano: project=text_classification; text-labels: label_field=NAME, label_separator=|, format=csv).")  # fmt: skip
 @click.pass_context
 @user_errors
 def convert(
     ctx: click.Context, source: Path, target: Path, source_format: str, target_format: str, on_error: str,
-    text_field: str,
+    text_field: str, options: tuple[str, ...],
 ) -> None:  # fmt: skip
-    """Convert a corpus between the datasets' file formats (CLUENER JSON, JSON spans, CoNLL, Label Studio,
-    doccano) and plain texts."""
+    """Convert a corpus between the datasets' file formats (entities: CLUENER JSON, JSON spans, CoNLL;
+    classes: text-labels JSON lines, CSV, TSV; either: Label Studio, doccano) and plain texts."""
     from nlpfw.convert import convert as convert_corpus
 
     _, registry = _plugins(ctx)
-    done = convert_corpus(source, target, source_format, target_format, registry, on_error, text_field)
+    given: dict[str, str] = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise NlpfwError(f"--option: expected KEY=VALUE, not {item!r}")
+        given[key.strip()] = value
+    done = convert_corpus(source, target, source_format, target_format, registry, on_error, text_field, given)
     click.echo(f"Read {done.texts:,} texts ({done.source_format}; {done.labelled:,} labelled, {done.annotations:,} "
                f"annotations); wrote {done.written:,} to {target} ({target_format})")  # fmt: skip
     for note in done.notes:

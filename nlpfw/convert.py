@@ -7,9 +7,12 @@ writes to the options its `write_file` takes for each; the class methods `read_f
 read a whole file (texts without labels have `gold` None), `write_file(examples, **options)`
 write one (the text, how many texts it holds, notes on what the format could not hold) and
 `detect_format(path, first_line)` recognises a file of one of its formats from its first
-non-blank line (None: not one of them). The built-in ones are NER corpus formats: `cluener`
-and `spans` (`jsonl_spans.v1`), `conll` and `conll-bioes` (`conll.v1`), `label-studio`
-(`label_studio.v1`), `doccano` (`doccano.v1`).
+non-blank line (None: not one of them). Keyword options of `read_file` and `write_file` beyond
+those are the user's (`--option KEY=VALUE`, and `--text-field`), passed to whichever of the two
+takes them. The built-in formats: for entity spans `cluener` and `spans` (`jsonl_spans.v1`),
+`conll` and `conll-bioes` (`conll.v1`); for classes `text-labels`, `text-labels-csv` and
+`text-labels-tsv` (`text_labels.v1`); for either `label-studio` (`label_studio.v1`) and
+`doccano` (`doccano.v1`).
 """
 
 from __future__ import annotations
@@ -80,9 +83,31 @@ def detect_format(path: Path, registry: Any) -> str:
     return TEXT
 
 
-def _with_text_field(method: Any, options: dict[str, Any], text_field: str) -> dict[str, Any]:
-    """`options` plus `text_field` when `method` takes one (a tool whose text field is named)."""
-    return {**options, "text_field": text_field} if "text_field" in inspect.signature(method).parameters else options
+def _taken(method: Any, options: dict[str, Any], skip: int) -> dict[str, Any]:
+    """The `options` that `method` takes as keywords (after its first `skip` parameters)."""
+    names = list(inspect.signature(method).parameters)[skip:]
+    return {key: value for key, value in options.items() if key in names}
+
+
+def _option_names(method: Any, skip: int, fixed: dict[str, Any]) -> list[str]:
+    return [name for name in list(inspect.signature(method).parameters)[skip:] if name not in fixed]
+
+
+def check_options(options: dict[str, str], source_format: str, target_format: str, registry: Any) -> None:
+    """An error naming each `--option` key that neither the reader of `source_format` nor the
+    writer of `target_format` takes, with the keys they do take."""
+    formats = file_formats(registry)
+    takes: list[str] = []
+    if source_format in formats:
+        takes += _option_names(formats[source_format][0].read_file, 2, {})
+    if target_format in formats:
+        cls, fixed = formats[target_format]
+        takes += _option_names(cls.write_file, 1, fixed)
+    takes = list(dict.fromkeys(takes))
+    for key in options:
+        if key not in takes:
+            raise DataError(f"convert: --option {key}: the {source_format} reader and the {target_format} writer take no such "
+                            f"option; they take: {', '.join(takes) or 'none'}")  # fmt: skip
 
 
 def _known(form: str, formats: dict[str, Any]) -> None:
@@ -90,8 +115,10 @@ def _known(form: str, formats: dict[str, Any]) -> None:
         raise DataError(f"convert: unknown format {form!r}; formats: {', '.join([*formats, TEXT])}")
 
 
-def read_corpus(path: Path, form: str, report: Reporter, registry: Any, text_field: str = "text") -> list[Example]:
-    """Every text of `path` in format `form` (labelled or not), in file order."""
+def read_corpus(path: Path, form: str, report: Reporter, registry: Any, text_field: str = "text",
+                options: dict[str, str] | None = None) -> list[Example]:  # fmt: skip
+    """Every text of `path` in format `form` (labelled or not), in file order; `options`: the
+    reader's keyword options (those it does not take are ignored)."""
     if not path.is_file():
         raise DataError(f"convert: file not found: {path}")
     if form == TEXT:
@@ -100,10 +127,11 @@ def read_corpus(path: Path, form: str, report: Reporter, registry: Any, text_fie
     formats = file_formats(registry)
     _known(form, formats)
     reader = formats[form][0]
-    return reader.read_file(path, report, **_with_text_field(reader.read_file, {}, text_field))
+    return reader.read_file(path, report, **_taken(reader.read_file, {"text_field": text_field, **(options or {})}, 2))
 
 
-def write_corpus(path: Path, examples: Sequence[Example], form: str, registry: Any, text_field: str = "text") -> tuple[int, list[str]]:
+def write_corpus(path: Path, examples: Sequence[Example], form: str, registry: Any, text_field: str = "text",
+                 options: dict[str, str] | None = None) -> tuple[int, list[str]]:  # fmt: skip
     """Write `examples` to `path` in format `form`; (texts written, notes on what was left out)."""
     if form == TEXT:
         bad = next((n for n, e in enumerate(examples, 1) if "\n" in e.text or "\r" in e.text), None)
@@ -113,25 +141,29 @@ def write_corpus(path: Path, examples: Sequence[Example], form: str, registry: A
         return len(examples), []
     formats = file_formats(registry)
     _known(form, formats)
-    writer, options = formats[form]
-    content, written, notes = writer.write_file(examples, **_with_text_field(writer.write_file, options, text_field))
+    writer, fixed = formats[form]
+    given = {k: v for k, v in {"text_field": text_field, **(options or {})}.items() if k not in fixed}
+    content, written, notes = writer.write_file(examples, **fixed, **_taken(writer.write_file, given, 1))
     io.write_text(path, content)
     return written, list(notes)
 
 
 def convert(source: Path, target: Path, source_format: str, target_format: str, registry: Any,
-            on_error: str = "raise", text_field: str = "text") -> Conversion:  # fmt: skip
-    """Read `source` (`source_format`, or "auto": see `detect_format`) and write `target`."""
+            on_error: str = "raise", text_field: str = "text", options: dict[str, str] | None = None) -> Conversion:  # fmt: skip
+    """Read `source` (`source_format`, or "auto": see `detect_format`) and write `target`;
+    `options` go to the reader and the writer that take them (`check_options`)."""
     formats = file_formats(registry)
     _known(target_format, formats)
     if source_format == "auto":
         if not source.is_file():
             raise DataError(f"convert: file not found: {source}")
         source_format = detect_format(source, registry)
+    _known(source_format, formats)
+    check_options(options or {}, source_format, target_format, registry)
     report = Reporter(on_error)
-    examples = read_corpus(source, source_format, report, registry, text_field)
+    examples = read_corpus(source, source_format, report, registry, text_field, options)
     result = Conversion(source_format, texts=len(examples), skipped=report.skipped)
     result.labelled = sum(e.gold is not None for e in examples)
     result.annotations = sum(len(e.gold) if isinstance(e.gold, (list, tuple)) else e.gold is not None for e in examples)
-    result.written, result.notes = write_corpus(target, examples, target_format, registry, text_field)
+    result.written, result.notes = write_corpus(target, examples, target_format, registry, text_field, options)
     return result

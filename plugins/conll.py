@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from nlpfw import textfile
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
-from nlpfw_plugins.formats import Bad, conll_text, write_notes
+from nlpfw_plugins.formats import Bad, conll_text, require_spans, write_notes
 from nlpfw_plugins.tags import Scheme, TagError, detect_scheme, read_spans, split_tag
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
 
@@ -157,6 +157,7 @@ class Conll(SplitFilesDataset):
     def write_file(cls, examples: Sequence[Example], scheme: Scheme = "BIO") -> tuple[str, int, list[str]]:
         """(a character and its tag a line; the labelled texts written; notes on the spans
         overlapping a longer one and the texts without labels, which CoNLL cannot hold)."""
+        require_spans(examples, "conll" if scheme == "BIO" else "conll-bioes")
         content, dropped = conll_text(examples, scheme)
         written = sum(e.gold is not None and bool(e.text) for e in examples)
         return content, written, write_notes(examples, written, dropped)

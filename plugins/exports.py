@@ -1,5 +1,7 @@
 """What `label_studio.v1` and `doccano.v1` share: a folder of split files, as `conll.v1` has,
-or one export cut into train and dev (`split`), since an annotation tool exports one file.
+or one export cut into train and dev (`split`), since an annotation tool exports one file; and
+gold annotations that are entity spans or classes, as the export holds (the label inventory is
+`entity_types` or `classes` when the recipe gives it, else what train and dev use, sorted).
 
 Not a plugin itself: it registers nothing, so it is not in `BUILTIN_PLUGINS`.
 """
@@ -13,7 +15,7 @@ from pydantic import Field, model_validator
 
 from nlpfw.errors import DataError
 from nlpfw.interfaces import Example
-from nlpfw_plugins.formats import split_examples
+from nlpfw_plugins.formats import is_classes, label_names, split_examples
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
 
 
@@ -23,11 +25,18 @@ class ExportConfig(SplitFilesConfig):
         description="make dev from this share of the train file's texts (a seeded hash of each text) instead of reading `dev`",
     )  # fmt: skip
     seed: int = Field(default=0, description="seed of the `split` hash")
+    classes: list[str] | None = Field(
+        default=None, min_length=1,
+        description="classification: the classes in order; others are bad data (none: those of train and dev, sorted)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _dev_or_split(self) -> ExportConfig:
-        if self.split is not None and "dev" in self.model_fields_set:
+        # the run folder's resolved recipe holds every key, `dev` at its default too: only another file clashes
+        if self.split is not None and "dev" in self.model_fields_set and self.dev != type(self).model_fields["dev"].default:
             raise ValueError("give dev (a file) or split (a share of train), not both")
+        if self.classes is not None and self.entity_types is not None:
+            raise ValueError("give entity_types (entities) or classes (classification), not both")
         return self
 
 
@@ -67,19 +76,38 @@ class ExportDataset(SplitFilesDataset):
             self._loaded["train"], self._loaded["dev"] = self.limited(train), self.limited(dev)
         return self._loaded[split]
 
+    def labels(self) -> list[str]:
+        """`entity_types` or `classes` as given, else the sorted labels used in train and dev."""
+        given = self.config.entity_types or self.config.classes
+        if given is not None:
+            return list(given)
+        examples = self.load("train") + self.load("dev")
+        return sorted({name for example in examples for name in label_names(example.gold)})
+
+    def allowed_types(self, split: str) -> list[str] | None:
+        if self.config.entity_types is not None or self.config.classes is not None or split == "test":
+            return self.labels()
+        return None
+
     def limited(self, examples: list[Example]) -> list[Example]:
         return examples if self.config.limit is None else examples[: self.config.limit]
 
     def labelled(self, examples: list[Example], split: str, entity_types: Sequence[str] | None, path: Path) -> list[Example]:
-        """Train and dev keep the labelled texts; spans of a type outside `entity_types` are bad data."""
+        """Train and dev keep the labelled texts; spans of a type outside `entity_types` are bad data
+        (the span is left out), and so are classes outside them (the text is left out)."""
         if split != "test":
             examples = [e for e in examples if e.gold is not None]
         if entity_types is None:
             return examples
         kept = []
         for number, example in enumerate(examples, 1):
-            if example.gold is None or all(s.label in entity_types for s in example.gold):
+            if example.gold is None or all(name in entity_types for name in label_names(example.gold)):
                 kept.append(example)
+                continue
+            if is_classes(example.gold):
+                where = f"{path}:{'id ' + str(example.id) if example.id is not None else 'text ' + str(number)}"
+                unknown = next(name for name in example.gold if name not in entity_types)
+                self.bad_data(where, f"unknown class {unknown!r}; classes: {', '.join(entity_types)}", self.config.on_error)
                 continue
             spans = []
             for span in example.gold:

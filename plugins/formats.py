@@ -13,6 +13,11 @@ stored UTF-16 code units, which `offsets = "utf16"` reads); doccano stores UTF-1
 (JavaScript string offsets), which differ from code points only after a character outside the
 Basic Multilingual Plane (most emoji, CJK extension B and beyond).
 
+A gold annotation is either entity spans (a list of `Span`, for `ner.v1`) or class names (a
+list of strings, for `textcat.v1`): the tools' exports hold one or the other (Label Studio:
+`labels` regions or `choices`; doccano: a sequence-labelling or a text-classification
+project), and the writers write whichever the examples hold.
+
 Each reader reports bad data through `bad(where, message)`, which raises or records (the
 dataset's `on_error`), and then leaves the task, line or span out.
 """
@@ -33,6 +38,8 @@ from nlpfw_plugins.tags import Scheme, write_tags
 
 Bad = Callable[[str, str], None]
 Offsets = Literal["codepoints", "utf16"]
+ResultType = Literal["auto", "labels", "choices"]  # Label Studio's result types nlpfw reads
+Project = Literal["auto", "sequence_labeling", "text_classification"]  # doccano's project types nlpfw reads
 FORMATS = ("cluener", "spans", "conll", "conll-bioes", "label-studio", "doccano", "text")
 
 
@@ -46,7 +53,35 @@ class ScoredSpans:
     score: float | None = None
 
 
+@dataclass
+class ScoredClasses:
+    """A text's predicted classes, the text's confidence (None: no probabilities) and every
+    class's probability."""
+
+    labels: list[str]
+    score: float | None = None
+    scores: dict[str, float] | None = None
+
+
 SPAN_KEYS = ("label", "labels", "entities")  # doccano's span lists, by version
+
+
+def is_classes(gold: Any) -> bool:
+    """Whether a gold annotation is class names (classification), not entity spans."""
+    return isinstance(gold, (list, tuple)) and any(isinstance(item, str) for item in gold)
+
+
+def require_spans(examples: Sequence[Example], form: str) -> None:
+    """An error when an example holds classes, which the entity format `form` cannot hold."""
+    number = next((n for n, e in enumerate(examples, 1) if is_classes(e.gold)), None)
+    if number is not None:
+        raise DataError(f"text {number} holds classes {list(examples[number - 1].gold)}; {form} holds entity spans "
+                        "(write text-labels, text-labels-csv, text-labels-tsv, label-studio or doccano)")  # fmt: skip
+
+
+def label_names(gold: Any) -> list[str]:
+    """The label names a gold annotation uses: entity types of spans, or the classes."""
+    return [item if isinstance(item, str) else item.label for item in gold or ()]
 
 
 def json_record(first: str) -> dict[str, Any] | None:
@@ -71,12 +106,20 @@ def write_notes(examples: Sequence[Example], written: int, dropped: int) -> list
     return notes
 
 
-def from_records(records: Sequence[dict[str, Any]]) -> tuple[list[Example], list[ScoredSpans]]:
-    """`ner.v1`'s prediction records (`{"text", "id"?, "entities": [{"type", "start", "end",
-    "confidence"?}], "confidence"?}`, as `nlpfw predict` writes them) as unlabelled examples and
-    their scored spans, for `prediction_file`."""
-    examples, predicted = [], []
+def from_records(records: Sequence[dict[str, Any]]) -> tuple[list[Example], list[ScoredSpans | ScoredClasses]]:
+    """Prediction records as `nlpfw predict` writes them, as unlabelled examples and their scored
+    predictions, for `prediction_file`: `ner.v1`'s (`{"text", "id"?, "entities": [{"type",
+    "start", "end", "confidence"?}], "confidence"?}`) as `ScoredSpans`, `textcat.v1`'s (`{"text",
+    "id"?, "label": NAME | null, "scores": {...}, "confidence"?}`, or `"labels": [...]` when
+    multi-label) as `ScoredClasses`."""
+    examples: list[Example] = []
+    predicted: list[ScoredSpans | ScoredClasses] = []
     for record in records:
+        if "entities" not in record and ("label" in record or "labels" in record):
+            labels = record["labels"] if "labels" in record else [record["label"]] if record["label"] is not None else []
+            examples.append(Example(record["text"], None, record.get("id")))
+            predicted.append(ScoredClasses(list(labels), record.get("confidence"), record.get("scores")))
+            continue
         entities = record.get("entities", [])
         spans = [Span(e["start"], e["end"], e["type"]) for e in entities]
         scores = [e["confidence"] for e in entities] if all("confidence" in e for e in entities) else None
@@ -161,6 +204,8 @@ class LabelStudioOptions:
     annotation: Literal["latest", "ground_truth"] = "latest"
     annotator: str | None = None
     offsets: Offsets = "codepoints"
+    result_type: ResultType = "auto"
+    from_name: str | None = None
 
 
 def _timestamp(annotation: dict[str, Any]) -> datetime:
@@ -206,7 +251,9 @@ def choose_annotation(annotations: Sequence[Any], options: LabelStudioOptions) -
 
 def read_label_studio(path: Path, bad: Bad, options: LabelStudioOptions = LabelStudioOptions()) -> list[Example]:
     """The tasks of a Label Studio JSON export (a list of tasks), in file order. A task with no
-    annotation to take (none, only cancelled ones, none by `annotator`) has `gold` None."""
+    annotation to take (none, only cancelled ones, none by `annotator`) has `gold` None. What a
+    gold annotation is follows `result_kind`: entity spans from `labels` regions, or class names
+    from `choices`."""
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -219,15 +266,66 @@ def read_label_studio(path: Path, bad: Bad, options: LabelStudioOptions = LabelS
     if not isinstance(tasks, list):
         bad(f"{path}", f"expected a list of tasks (Label Studio's JSON export), found {kind(tasks)}")
         return []
+    result_type = result_kind(path, tasks, options)
     examples = []
     for index, task in enumerate(tasks, 1):
-        example = _label_studio_task(task, f"{path}:task {index}", bad, options)
+        example = _label_studio_task(task, f"{path}:task {index}", bad, options, result_type)
         if example is not None:
             examples.append(example)
     return examples
 
 
-def _label_studio_task(task: Any, where: str, bad: Bad, options: LabelStudioOptions) -> Example | None:
+def _results(tasks: Sequence[Any]) -> Iterable[dict[str, Any]]:
+    """Every result object of every annotation of `tasks` (malformed ones are reported when read)."""
+    for task in tasks:
+        annotations = task.get("annotations") if isinstance(task, dict) else None
+        for annotation in annotations if isinstance(annotations, list) else ():
+            results = annotation.get("result") if isinstance(annotation, dict) else None
+            for result in results if isinstance(results, list) else ():
+                if isinstance(result, dict):
+                    yield result
+
+
+def result_kind(path: Path, tasks: Sequence[Any], options: LabelStudioOptions) -> str:
+    """What to read from an export: `options.result_type` when it is not "auto"; else the type of
+    the results the file holds (of the control `from_name` when set): `choices` when it holds
+    choices and no `labels` region, `labels` otherwise. A file holding both (a project labelling
+    entities and classifying texts), or choices of several controls, is an error asking which."""
+    controls: dict[str, dict[str, int]] = {"labels": {}, "choices": {}}
+    others: set[str] = set()  # the controls `from_name` did not name
+    for result in _results(tasks):
+        kind_ = result.get("type", "labels")
+        name = result.get("from_name")
+        if kind_ in controls and "value" in result:
+            if options.from_name is not None and name != options.from_name:
+                others.add(str(name))
+                continue
+            counts = controls[kind_]
+            counts[str(name)] = counts.get(str(name), 0) + 1
+    if options.from_name is not None and others and not controls["labels"] and not controls["choices"]:
+        raise DataError(f"{path}: no result of control {options.from_name!r} (from_name); its controls: {', '.join(sorted(others))}")
+    if options.result_type != "auto":
+        return options.result_type
+
+    def shown(kind_: str) -> str:
+        return ", ".join(f"{name!r} ({count})" for name, count in controls[kind_].items())
+
+    if controls["labels"] and controls["choices"]:
+        raise DataError(
+            f"{path}: holds both entity regions (labels results of control {shown('labels')}) and classes (choices "
+            f"results of control {shown('choices')}); say which to read: result_type = \"labels\" or \"choices\", "
+            "or from_name = the control's name (dataset.result_type / dataset.from_name in a recipe; "
+            "--option result_type=... in nlpfw convert)"
+        )
+    if len(controls["choices"]) > 1:
+        raise DataError(
+            f"{path}: holds the choices of several controls ({shown('choices')}); say which to read with from_name "
+            "(dataset.from_name in a recipe; --option from_name=... in nlpfw convert)"
+        )
+    return "choices" if controls["choices"] else "labels"
+
+
+def _label_studio_task(task: Any, where: str, bad: Bad, options: LabelStudioOptions, result_type: str = "labels") -> Example | None:
     if not isinstance(task, dict):
         return bad(where, f"expected a task object, found {kind(task)}")
     if task.get("id") is not None:
@@ -252,12 +350,31 @@ def _label_studio_task(task: Any, where: str, bad: Bad, options: LabelStudioOpti
     results = annotation.get("result", [])
     if not isinstance(results, list):
         return bad(where, f"'result' must be a list, found {kind(results)}")
-    spans = set()
+    spans: set[Span] = set()
+    classes: list[str] = []
     for number, result in enumerate(results, 1):
-        if not isinstance(result, dict) or result.get("type", "labels") != "labels" or "value" not in result:
-            continue  # choices, relations, text areas: not spans
-        spans |= _label_studio_spans(text, result, f"{where} result {result.get('id', number)}", bad, options)
+        if not isinstance(result, dict) or result.get("type", "labels") != result_type or "value" not in result:
+            continue  # the other kind, relations, text areas
+        if options.from_name is not None and result.get("from_name") != options.from_name:
+            continue
+        at = f"{where} result {result.get('id', number)}"
+        if result_type == "choices":
+            classes.extend(_label_studio_choices(result, at, bad))
+        else:
+            spans |= _label_studio_spans(text, result, at, bad, options)
+    if result_type == "choices":
+        return Example(text, list(dict.fromkeys(classes)), task_id)  # no choice: the annotator chose none
     return Example(text, sorted(spans), task_id)
+
+
+def _label_studio_choices(result: dict[str, Any], where: str, bad: Bad) -> list[str]:
+    """The class names of one `choices` result (`value.choices`)."""
+    value = result["value"]
+    choices = value.get("choices") if isinstance(value, dict) else None
+    if not (isinstance(choices, list) and choices and all(isinstance(x, str) and x.strip() for x in choices)):
+        bad(where, f"value.choices must be a non-empty list of class names, found {json.dumps(choices, ensure_ascii=False)}")
+        return []
+    return [x.strip() for x in choices]
 
 
 def _label_studio_spans(text: str, result: dict[str, Any], where: str, bad: Bad, options: LabelStudioOptions) -> set[Span]:
@@ -299,6 +416,9 @@ def _label_studio_spans(text: str, result: dict[str, Any], where: str, bad: Bad,
     return {Span(start, end, label) for label in labels}
 
 
+CHOICES_NAMES = ("sentiment", "text")  # Label Studio's Text Classification template: <Choices name="sentiment" toName="text">
+
+
 def label_studio_result(text: str, span: Span, key: str, score: float | None = None,
                         names: tuple[str, str] = ("label", "text")) -> dict[str, Any]:  # fmt: skip
     """One `labels` region of a Label Studio result list."""
@@ -311,16 +431,28 @@ def label_studio_result(text: str, span: Span, key: str, score: float | None = N
     return result
 
 
+def label_studio_choices(labels: Sequence[str], key: str, score: float | None = None,
+                         names: tuple[str, str] = CHOICES_NAMES) -> dict[str, Any]:  # fmt: skip
+    """One `choices` result of a Label Studio result list (the classes of a whole text)."""
+    result: dict[str, Any] = {"id": key, "from_name": names[0], "to_name": names[1], "type": "choices",
+                              "value": {"choices": list(labels)}}  # fmt: skip
+    if score is not None:
+        result["score"] = score
+    return result
+
+
 def label_studio_tasks(
     examples: Sequence[Example],
-    predicted: Sequence[ScoredSpans] | None = None,
+    predicted: Sequence[ScoredSpans | ScoredClasses] | None = None,
     model_version: str = "nlpfw",
     text_field: str = "text",
 ) -> list[dict[str, Any]]:
     """Label Studio tasks (`[{"data": {text_field: ...}, ...}]`, importable as they are): gold
-    spans as an `annotations` entry, `predicted` spans as `predictions` (pre-annotations) with
-    `model_version`, the text's `score` and a `score` per region. Region names match Label
-    Studio's NER template (`<Labels name="label" toName="text">`)."""
+    spans or classes as an `annotations` entry, `predicted` ones as `predictions`
+    (pre-annotations) with `model_version`, the text's `score` and a `score` per region or
+    choice. Region names match Label Studio's *Named Entity Recognition* template (`<Labels
+    name="label" toName="text">`), choices its *Text Classification* template (`<Choices
+    name="sentiment" toName="text">`)."""
     tasks = []
     for index, example in enumerate(examples):
         data: dict[str, Any] = {text_field: example.text}
@@ -328,16 +460,20 @@ def label_studio_tasks(
             data["id"] = example.id
         task: dict[str, Any] = {"data": data}
         if example.gold is not None:
-            result = [label_studio_result(example.text, s, f"t{index}a{k}") for k, s in enumerate(example.gold)]
+            if is_classes(example.gold):
+                result = [label_studio_choices(example.gold, f"t{index}a0")]
+            else:
+                result = [label_studio_result(example.text, s, f"t{index}a{k}") for k, s in enumerate(example.gold)]
             task["annotations"] = [{"result": result}]
         if predicted is not None:
             scored = predicted[index]
-            scores = scored.scores or [None] * len(scored.spans)
-            prediction: dict[str, Any] = {
-                "model_version": model_version,
-                "result": [label_studio_result(example.text, s, f"t{index}p{k}", score)
-                           for k, (s, score) in enumerate(zip(scored.spans, scores))],
-            }  # fmt: skip
+            if isinstance(scored, ScoredClasses):
+                result = [label_studio_choices(scored.labels, f"t{index}p0", scored.score)] if scored.labels else []
+            else:
+                scores = scored.scores or [None] * len(scored.spans)
+                result = [label_studio_result(example.text, s, f"t{index}p{k}", score)
+                          for k, (s, score) in enumerate(zip(scored.spans, scores))]  # fmt: skip
+            prediction: dict[str, Any] = {"model_version": model_version, "result": result}
             if scored.score is not None:
                 prediction["score"] = scored.score
             task["predictions"] = [prediction]
@@ -348,25 +484,68 @@ def label_studio_tasks(
 # --- doccano ----------------------------------------------------------------------------------
 
 
-SPAN_KEYS = ("label", "labels", "entities")
+CLASS_KEYS = ("label", "labels")  # doccano's text-classification label list, by version
 
 
-def read_doccano(path: Path, bad: Bad, offsets: Offsets = "utf16", labelled: bool = True) -> list[Example]:
-    """The lines of a doccano sequence-labelling JSONL export: `{"text", "label": [[start, end,
-    TYPE], ...]}`, the older `labels` key, or, from projects with relations, `entities`:
-    `[{"start_offset", "end_offset", "label"}]`. A line with none of them has `gold` None, which
-    in a labelled split (`labelled`) is bad data."""
-    examples = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
+def read_doccano(path: Path, bad: Bad, offsets: Offsets = "utf16", labelled: bool = True, project: Project = "auto") -> list[Example]:
+    """The lines of a doccano JSONL export, of a sequence-labelling project (`{"text", "label":
+    [[start, end, TYPE], ...]}`, the older `labels` key, or, from projects with relations,
+    `entities`: `[{"start_offset", "end_offset", "label"}]`) or of a text-classification
+    project (`{"text", "label": [CLASS, ...]}`, the older `labels` key, or one class as a
+    string). `project` says which; "auto": the kind of the first line with a non-empty label,
+    sequence labelling when none has one; a line of the other kind is bad data. A line with no
+    label key has `gold` None, which in a labelled split (`labelled`) is bad data; in a
+    classification export so has `"label": []` (doccano writes it for a text nobody labelled),
+    which train and dev leave out as Label Studio's unlabelled tasks."""
+    lines: list[tuple[str, dict[str, Any]]] = []
+    with path.open(encoding="utf-8") as stream:
+        for number, line in enumerate(stream, 1):
             if line.strip():
-                example = _doccano_line(line, f"{path}:{number}", bad, offsets, labelled)
-                if example is not None:
-                    examples.append(example)
+                record = _doccano_record(line, f"{path}:{number}", bad)
+                if record is not None:
+                    lines.append((f"{path}:{number}", record))
+    first: tuple[str, str] | None = None  # (the kind, the line that showed it)
+    if project == "auto":
+        for where, record in lines:
+            found = _doccano_kind(record)
+            if found is not None:
+                first = (found, where.rsplit(":", 1)[1])
+                break
+        project = first[0] if first is not None else "sequence_labeling"  # type: ignore[assignment]
+    examples = []
+    for where, record in lines:
+        found = _doccano_kind(record)
+        if found is not None and found != project:
+            key = next(k for k in (*CLASS_KEYS, "entities") if k in record)
+            held = "categories" if found == "text_classification" else "entity spans"
+            shown = repr(record[key])[:60]
+            other = (f"line {first[1]} holds entity spans (sequence labelling)" if first is not None
+                     else "dataset.project is \"sequence_labeling\"") if found == "text_classification" else (
+                f"line {first[1]} holds categories (text classification)" if first is not None
+                else "dataset.project is \"text_classification\"")  # fmt: skip
+            kind_name = "a text-classification export" if found == "text_classification" else "a sequence-labelling export"
+            bad(where, f"{key!r} holds {held} {shown}: {kind_name}, but {other}; one file is one project's export")
+            continue
+        reader = _doccano_classes if project == "text_classification" else _doccano_spans
+        example = reader(record, where, bad, offsets, labelled)
+        if example is not None:
+            examples.append(example)
     return examples
 
 
-def _doccano_line(line: str, where: str, bad: Bad, offsets: Offsets, labelled: bool) -> Example | None:
+def _doccano_kind(record: dict[str, Any]) -> str | None:
+    """A line's project type from its labels: categories (strings, or one string) or spans;
+    None when it has none to tell by (no label key, an empty list)."""
+    for key in SPAN_KEYS:
+        items = record.get(key)
+        if isinstance(items, str) and items.strip():
+            return "text_classification"
+        if isinstance(items, list) and items:
+            return "text_classification" if any(isinstance(item, str) for item in items) else "sequence_labeling"
+    return None
+
+
+def _doccano_record(line: str, where: str, bad: Bad) -> dict[str, Any] | None:
     try:
         record = json.loads(line.rstrip())
     except json.JSONDecodeError as error:
@@ -376,6 +555,31 @@ def _doccano_line(line: str, where: str, bad: Bad, offsets: Offsets, labelled: b
     text = record.get("text", record.get("data"))
     if not isinstance(text, str):
         return bad(where, f"no string 'text' (found {kind(text)})")
+    record["text"] = text
+    return record
+
+
+def _doccano_classes(record: dict[str, Any], where: str, bad: Bad, offsets: Offsets, labelled: bool) -> Example | None:
+    text = record["text"]
+    keys = [k for k in CLASS_KEYS if k in record]
+    if len(keys) > 1:
+        return bad(where, f"has both {keys[0]!r} and {keys[1]!r}; a doccano line has one")
+    if not keys:
+        if labelled:
+            return bad(where, "no 'label' (a train or dev line needs one; 'label': [] for a text nobody labelled)")
+        return Example(text, None, record.get("id"))
+    if record[keys[0]] == []:  # doccano's export of a text nobody labelled: left out of train and dev
+        return Example(text, None, record.get("id"))
+    items = record[keys[0]]
+    items = [items] if isinstance(items, str) else items
+    if not isinstance(items, list) or not all(isinstance(item, str) and item.strip() for item in items):
+        return bad(where, f"{keys[0]!r} must be a list of class names (or one name), found "
+                          f"{json.dumps(record[keys[0]], ensure_ascii=False)}")  # fmt: skip
+    return Example(text, list(dict.fromkeys(item.strip() for item in items)), record.get("id"))  # several annotators may repeat one
+
+
+def _doccano_spans(record: dict[str, Any], where: str, bad: Bad, offsets: Offsets, labelled: bool) -> Example | None:
+    text = record["text"]
     keys = [k for k in SPAN_KEYS if k in record]
     if len(keys) > 1:
         return bad(where, f"has both {keys[0]!r} and {keys[1]!r}; a doccano line has one")
@@ -386,9 +590,6 @@ def _doccano_line(line: str, where: str, bad: Bad, offsets: Offsets, labelled: b
     items = record[keys[0]]
     if not isinstance(items, list):
         return bad(where, f"{keys[0]!r} must be a list of [start, end, TYPE], found {kind(items)}")
-    if items and all(isinstance(item, str) for item in items):
-        return bad(where, f"{keys[0]!r} holds categories {items[:3]}: a text-classification export, not "
-                          "sequence labelling; doccano.v1 reads entity spans")  # fmt: skip
     spans = set()
     report: Callable[[str], None] = lambda message: bad(where, message)  # noqa: E731
     for item in items:
@@ -416,24 +617,37 @@ def _doccano_line(line: str, where: str, bad: Bad, offsets: Offsets, labelled: b
 
 
 def doccano_records(
-    examples: Sequence[Example], offsets: Offsets = "utf16", predicted: Sequence[ScoredSpans] | None = None
+    examples: Sequence[Example], offsets: Offsets = "utf16", predicted: Sequence[ScoredSpans | ScoredClasses] | None = None
 ) -> list[dict[str, Any]]:
-    """doccano JSONL records (its sequence-labelling import and export form): `{"text", "label":
-    [[start, end, TYPE], ...]}` in `offsets` units, with `id` when the example has one. With
-    `predicted`, those spans are the labels, and confidences go in fields doccano keeps as
-    metadata (`confidence`, `entity_confidence`)."""
+    """doccano JSONL records (its import and export form), with `id` when the example has one:
+    entity spans as a sequence-labelling project's `{"text", "label": [[start, end, TYPE],
+    ...]}` in `offsets` units, classes as a text-classification project's `{"text", "label":
+    [CLASS, ...]}`; a text without labels has no `label`. With `predicted`, those are the labels,
+    and confidences go in fields doccano keeps as metadata (`confidence`; `entity_confidence`
+    for spans, `scores`, each class's probability, for classes)."""
     records = []
     for index, example in enumerate(examples):
         record: dict[str, Any] = {}
         if example.id is not None:
             record["id"] = example.id
         record["text"] = example.text
-        spans = predicted[index].spans if predicted is not None else example.gold
-        if spans is not None:
-            record["label"] = [[*from_codepoints(example.text, s, offsets), s.label] for s in spans]
-        if predicted is not None and predicted[index].score is not None:
-            record["confidence"] = predicted[index].score
-            record["entity_confidence"] = predicted[index].scores
+        scored = predicted[index] if predicted is not None else None
+        if isinstance(scored, ScoredClasses):
+            record["label"] = list(scored.labels)
+            if scored.score is not None:
+                record["confidence"] = scored.score
+            if scored.scores is not None:
+                record["scores"] = scored.scores
+        elif scored is not None:
+            record["label"] = [[*from_codepoints(example.text, s, offsets), s.label] for s in scored.spans]
+            if scored.score is not None:
+                record["confidence"] = scored.score
+                record["entity_confidence"] = scored.scores
+        elif example.gold is not None:
+            if is_classes(example.gold):
+                record["label"] = list(example.gold)
+            else:
+                record["label"] = [[*from_codepoints(example.text, s, offsets), s.label] for s in example.gold]
         records.append(record)
     return records
 

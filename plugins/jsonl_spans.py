@@ -22,7 +22,7 @@ from pydantic import Field
 from nlpfw import textfile
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example, Span
-from nlpfw_plugins.formats import SPAN_KEYS, Bad, cluener_records, json_lines, json_record, spans_records
+from nlpfw_plugins.formats import SPAN_KEYS, Bad, cluener_records, json_lines, json_record, require_spans, spans_records
 from nlpfw_plugins.splitfiles import SplitFilesConfig, SplitFilesDataset, unknown_type
 
 
@@ -73,17 +73,20 @@ class JsonlSpans(SplitFilesDataset):
     @classmethod
     def write_file(cls, examples: Sequence[Example], form: str = "spans") -> tuple[str, int, list[str]]:
         """(JSON lines in the `spans` form or CLUENER's `label` form; every text written; no notes)."""
+        require_spans(examples, "cluener" if form == "cluener" else "spans")
         return json_lines(cluener_records(examples) if form == "cluener" else spans_records(examples)), len(examples), []
 
     @classmethod
     def detect_format(cls, path: Path, first: str) -> str | None:
         """A JSON line whose `label` is an object: `cluener`; one without doccano's span lists
-        (`label`, `labels`, `entities`): `spans`."""
+        (`label`, `labels`, `entities`) or a class label (a string or number `label`): `spans`."""
         record = json_record(first)
         if record is None:
             return None
         if isinstance(record.get("label"), dict):
             return "cluener"
+        if isinstance(record.get("label"), (str, int, float)):
+            return None  # a class label: text_labels.v1's
         return None if any(isinstance(record.get(k), list) for k in SPAN_KEYS) else "spans"
 
 

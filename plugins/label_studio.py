@@ -1,14 +1,21 @@
-"""`label_studio.v1`: Label Studio's JSON export of a named-entity project.
+"""`label_studio.v1`: Label Studio's JSON export of a named-entity or a text-classification project.
 
 The export is a list of tasks, each with the text in `data.text` (`text_field`) and the
-annotators' work in `annotations[].result[]`: regions of type `labels` whose `value` holds
-`start`, `end` (character offsets, end exclusive), `text` and `labels`. One annotation per task
-is read: the latest (or, with `annotation = "ground_truth"`, the one a reviewer marked), among
-those of `annotator` if set; cancelled ones (skipped tasks) are left out, and so are tasks with
-no annotation to take, in train and dev. Each region's `value.text` must be the text at its
-offsets, else it is bad data (`file:task N`). Overlapping regions are all kept (the task keeps
-what its tags can hold and counts the rest). Results of other types (choices, relations) are
-not read.
+annotators' work in `annotations[].result[]`. For entities (`ner.v1`), regions of type `labels`
+whose `value` holds `start`, `end` (character offsets, end exclusive), `text` and `labels`;
+each region's `value.text` must be the text at its offsets, else it is bad data (`file:task
+N`); overlapping regions are all kept (the task keeps what its tags can hold and counts the
+rest). For classes (`textcat.v1`), results of type `choices` whose `value.choices` lists the
+chosen classes (one from a `choice="single"` control, any number from a `choice="multiple"`
+one); an annotation with no choice gives no class (multi-label: none applies).
+
+Which of the two is read is `result_type`: "auto" (the default) reads what the file holds, and
+refuses, naming the controls, a file holding both (a project that marks entities and
+classifies texts) or choices of several controls; `from_name` reads one control by the name
+its labeling config gives it. One annotation per task is read: the latest (or, with
+`annotation = "ground_truth"`, the one a reviewer marked), among those of `annotator` if set;
+cancelled ones (skipped tasks) are left out, and so are tasks with no annotation to take, in
+train and dev. Results of other types (relations, text areas) are not read.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Example
 from nlpfw_plugins.exports import ExportConfig, ExportDataset
-from nlpfw_plugins.formats import (Bad, LabelStudioOptions, Offsets, from_records, json_list, json_record,
+from nlpfw_plugins.formats import (Bad, LabelStudioOptions, Offsets, ResultType, from_records, json_list, json_record,
                                    label_studio_tasks, read_label_studio)
 
 
@@ -40,6 +48,13 @@ class LabelStudioConfig(ExportConfig):
     offsets: Offsets = Field(
         default="codepoints", description="unit of value.start/end: code points (Label Studio since 2022), or utf16 (older versions)"
     )
+    result_type: ResultType = Field(
+        default="auto",
+        description="what to read: labels (entity regions), choices (classes), or auto: what the file holds (a file with both is an error)",
+    )
+    from_name: str | None = Field(
+        default=None, description="read only the results of this control (its name= in the labeling config)"
+    )
 
 
 class LabelStudio(ExportDataset):
@@ -53,17 +68,22 @@ class LabelStudio(ExportDataset):
 
     def read_all(self, path: Path, split: str) -> list[Example]:
         options = LabelStudioOptions(self.config.text_field, self.config.annotation, self.config.annotator,
-                                     self.config.offsets)  # fmt: skip
+                                     self.config.offsets, self.config.result_type, self.config.from_name)  # fmt: skip
         return read_label_studio(path, lambda where, message: self.bad_data(where, message, self.config.on_error), options)
 
     @classmethod
-    def read_file(cls, path: Path, bad: Bad, text_field: str = "text") -> list[Example]:
-        """Every task of one export (unannotated ones with `gold` None), for `nlpfw convert`."""
-        return read_label_studio(path, bad, LabelStudioOptions(text_field=text_field))
+    def read_file(cls, path: Path, bad: Bad, text_field: str = "text", result_type: ResultType = "auto",
+                  from_name: str | None = None, annotator: str | None = None) -> list[Example]:  # fmt: skip
+        """Every task of one export (unannotated ones with `gold` None), for `nlpfw convert`
+        (`--option result_type=choices`, `from_name=...`, `annotator=...`)."""
+        if result_type not in ("auto", "labels", "choices"):
+            raise DataError(f"result_type: {result_type!r} is none of auto, labels, choices")
+        options = LabelStudioOptions(text_field=text_field, annotator=annotator, result_type=result_type, from_name=from_name)
+        return read_label_studio(path, bad, options)
 
     @classmethod
     def write_file(cls, examples: Sequence[Example], text_field: str = "text") -> tuple[str, int, list[str]]:
-        """(Label Studio tasks holding the spans as an annotation; every text written; no notes)."""
+        """(Label Studio tasks holding the spans or the classes as an annotation; every text written; no notes)."""
         return json_list(label_studio_tasks(examples, text_field=text_field)), len(examples), []
 
     @classmethod
@@ -76,8 +96,9 @@ class LabelStudio(ExportDataset):
 
     @classmethod
     def prediction_file(cls, records: Sequence[dict[str, Any]], model_version: str) -> str:
-        """Tasks with the prediction records' entities as pre-annotations (`predictions`, with their
-        confidences as scores), for `nlpfw predict --output-format label-studio`."""
+        """Tasks with the prediction records' entities (a `labels` region each) or classes (a
+        `choices` result) as pre-annotations (`predictions`, with their confidences as scores),
+        for `nlpfw predict --output-format label-studio`."""
         examples, predicted = from_records(records)
         return json_list(label_studio_tasks(examples, predicted, model_version))
 

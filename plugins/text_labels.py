@@ -13,6 +13,11 @@ The classes are `labels` when given (others are bad data), else those of train a
 sorted. A test split may leave the label out (texts to predict on). A bad line stops the run
 naming `file:line` and what is wrong, or, with `on_error = "skip"`, is left out and counted.
 
+For `nlpfw convert` it reads and writes the formats `text-labels` (JSON lines, `{"text",
+"label"}`, a list of labels when a text has several), `text-labels-csv` and `text-labels-tsv`
+(a `text` and a `label` column; several labels joined by `|`, read back with `--option
+label_separator=|`); `--option text_field=...`/`label_field=...` name other fields.
+
 `sentiment.v1` is `text_labels.v1` with the defaults of ../shared/data/sentiment (Chinese
 product and book reviews, `neg`/`pos`; train, dev and test JSON lines).
 """
@@ -20,6 +25,7 @@ product and book reviews, `neg`/`pos`; train, dev and test JSON lines).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,10 +33,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from pydantic import ValidationError
+
 from nlpfw import textfile
 from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Config, Example
+from nlpfw_plugins.formats import Bad, is_classes, json_lines, json_record
 from nlpfw_plugins.splitfiles import SplitFilesDataset
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}
@@ -63,6 +72,76 @@ class TextLabels(SplitFilesDataset):
     config_model = TextLabelsConfig
     config: TextLabelsConfig  # type: ignore[assignment]
     name = "text_labels.v1"
+    file_formats: dict[str, dict[str, Any]] = {  # nlpfw convert's: write_file options
+        "text-labels": {"form": "jsonl"}, "text-labels-csv": {"form": "csv"}, "text-labels-tsv": {"form": "tsv"},
+    }  # fmt: skip
+
+    @classmethod
+    def read_file(cls, path: Path, bad: Bad, text_field: str = "text", label_field: str = "label",
+                  label_separator: str | None = None, format: str = "auto") -> list[Example]:  # fmt: skip
+        """Every record of one file (records without a label have `gold` None), for `nlpfw
+        convert`; the format is `format`, or auto: JSON lines when the first line is an object,
+        else TSV when its header holds a tab, else CSV."""
+        if format == "auto":
+            with path.open(encoding="utf-8", errors="replace") as stream:
+                first = next((line for line in stream if line.strip()), "")
+            format = "jsonl" if first.lstrip().startswith("{") else "tsv" if "\t" in first else "csv"
+        try:
+            config = TextLabelsConfig(path=str(path.parent), train=path.name, dev=path.name, format=format,  # type: ignore[arg-type]
+                                      text_field=text_field, label_field=label_field, label_separator=label_separator)  # fmt: skip
+        except ValidationError as error:
+            raise DataError(f"text-labels: {'; '.join(str(e['loc'][0]) + ': ' + e['msg'] for e in error.errors())}") from None
+        dataset = TextLabels(config, path.parent)
+        dataset.bad = lambda where, message: bad(where, message)  # type: ignore[method-assign]
+        return dataset.read(path, "test", None)
+
+    @classmethod
+    def write_file(cls, examples: Sequence[Example], form: str = "jsonl", text_field: str = "text",
+                   label_field: str = "label") -> tuple[str, int, list[str]]:  # fmt: skip
+        """(JSON lines, CSV or TSV of texts and their classes; the texts written; notes). JSON
+        lines hold every text (one class as a string, several as a list, none without the label
+        field); CSV and TSV hold the labelled texts, several classes joined by `|`."""
+        spans = next((n for n, e in enumerate(examples, 1) if e.gold and not is_classes(e.gold)), None)
+        if spans is not None:
+            raise DataError(f"text {spans} holds entity spans; text-labels formats hold classes (write label-studio, "
+                            "doccano, cluener, spans or conll)")  # fmt: skip
+        if form == "jsonl":
+            records = []
+            for example in examples:
+                record: dict[str, Any] = {} if example.id is None else {"id": example.id}
+                record[text_field] = example.text
+                if example.gold is not None:
+                    record[label_field] = example.gold[0] if len(example.gold) == 1 else list(example.gold)
+                records.append(record)
+            return json_lines(records), len(examples), []
+        stream = io.StringIO()
+        writer = csv.writer(stream, delimiter="," if form == "csv" else "\t", lineterminator="\n")
+        writer.writerow([text_field, label_field])
+        kept = [e for e in examples if e.gold]
+        for example in kept:
+            writer.writerow([example.text, "|".join(example.gold)])
+        notes = []
+        if len(kept) < len(examples):
+            notes.append(f"{len(examples) - len(kept):,} text(s) without a class were left out: a {form.upper()} label cell holds one or more")
+        if any(len(e.gold) > 1 for e in kept):
+            notes.append("texts with several classes have them joined by '|' (read them with label_separator = \"|\")")
+        return stream.getvalue(), len(kept), notes
+
+    @classmethod
+    def detect_format(cls, path: Path, first: str) -> str | None:
+        """A JSON line whose `label` is a string or a number: `text-labels`; a header row naming a
+        `text` column: `text-labels-tsv` (tab-separated) or `text-labels-csv`."""
+        record = json_record(first)
+        if record is not None:
+            label = record.get("label")
+            ok = isinstance(label, (str, int, float)) and not isinstance(label, bool) and isinstance(record.get("text"), str)
+            return "text-labels" if ok else None
+        if first.lstrip().startswith(("{", "[")):
+            return None
+        header = next(csv.reader([first.rstrip("\r\n")], delimiter="\t" if "\t" in first else ","), [])
+        if len(header) >= 2 and "text" in header:
+            return "text-labels-tsv" if "\t" in first else "text-labels-csv"
+        return None
 
     def labels(self) -> list[str]:
         """`dataset.labels` as given, else the sorted classes of train and dev."""
@@ -188,6 +267,7 @@ class Sentiment(TextLabels):
     config_model = SentimentConfig
     config: SentimentConfig
     name = "sentiment.v1"
+    file_formats: dict[str, dict[str, Any]] = {}  # text_labels.v1 declares the formats
 
 
 @hookimpl

@@ -10,6 +10,12 @@ A text longer than the encoder's window is never cut: each window is classified,
 class probabilities are the windows' averaged, each weighted by the characters it owns (so every
 character counts once).
 
+Confidence (for `nlpfw predict --rank uncertainty` and the annotation tools' pre-annotations):
+single-label, the probability of the predicted class (the top one); multi-label, the least
+certain of the per-class decisions, `min over classes of max(p, 1 - p)`: a class whose
+probability sits near the threshold's 0.5 makes the text doubtful, whether it was chosen or not.
+Both come from the text's averaged probabilities, so they are the `scores` the record shows.
+
 Scores: accuracy (exact match of the class set for multi-label), macro-F1 (the mean of the
 classes' F1), micro-F1 (from the summed counts; for single-label it equals accuracy), and per
 class precision, recall, F1 and support. The main score is `main_score`: by default accuracy
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -31,7 +38,7 @@ from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Config, Decoder, Encoded, Encoder, Evaluation, Example, Task, Window, input_ids
 from nlpfw.metrics import Counts
 from nlpfw_plugins.losses import Loss, LossConfig
-from nlpfw_plugins.ner import pad
+from nlpfw_plugins.ner import CONFIDENCE_DIGITS, pad
 
 MainScore = Literal["accuracy", "macro_f1", "micro_f1"]
 
@@ -140,10 +147,34 @@ class TextcatTask(Task):
             note=f"{kind} classification of whole texts; macro-F1 is the mean of the classes' F1, micro-F1 from the summed counts",
         )  # fmt: skip
 
+    def file_dataset(self, path: Path, dataset_type: str, dataset_config: Config) -> tuple[str, dict[str, Any]]:
+        """The model's dataset pointed at the file (the default), less the annotation tools'
+        `split`, which would cut the file in two: `nlpfw evaluate --data export.json` scores it whole."""
+        if getattr(dataset_config, "split", None) is None:
+            return super().file_dataset(path, dataset_type, dataset_config)
+        options = {k: v for k, v in dataset_config.model_dump().items() if k not in ("split", "seed")}
+        options.update(path=str(path.parent.absolute()), train=path.name, dev=path.name)
+        return dataset_type, options
+
     def output(self, text: str, prediction: Classes) -> dict[str, Any]:
         if self.config.multi_label:
             return {"labels": prediction.labels, "scores": prediction.scores}
         return {"label": prediction.labels[0] if prediction.labels else None, "scores": prediction.scores}
+
+    def confidence(self, text: str, prediction: Classes, windows: Sequence[Window], target: str) -> tuple[dict[str, Any], float]:
+        """The prediction's record fields and the text's confidence: the top class's probability
+        (single-label), or `min(max(p, 1 - p))` over the classes (multi-label); 1 for an empty
+        text, which has nothing to doubt. `prediction.scores` already are the windows' averaged
+        probabilities, so `windows` (the decoder's `confidence`, the same probabilities) add nothing."""
+        fields = self.output(text, prediction)
+        if not text:
+            return fields, 1.0
+        probabilities = np.asarray([prediction.scores[label] for label in self.labels], dtype=np.float64)
+        if self.config.multi_label:
+            score = float(np.maximum(probabilities, 1.0 - probabilities).min())
+        else:
+            score = float(probabilities.max())
+        return fields, round(score, CONFIDENCE_DIGITS)
 
 
 def _figures(counts: Counts) -> dict[str, float]:
@@ -203,6 +234,11 @@ class ClassifierDecoder(Decoder):
     def decode(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = self.logits(hidden, mask)
         return logits.sigmoid() if self.target == "classes" else logits.softmax(dim=-1)
+
+    def confidence(self, hidden: torch.Tensor, mask: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """The probability of each choice `decode` made: its output is already the classes'
+        probabilities [batch, classes] (the task reads the chosen ones off them)."""
+        return output
 
     def unbatch(self, output: torch.Tensor, lengths: Sequence[int]) -> list[np.ndarray]:
         """Each window's class probabilities [classes]."""

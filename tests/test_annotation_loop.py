@@ -126,7 +126,7 @@ def test_rank_needs_a_decoder_with_probabilities(model, monkeypatch):
     fake = SimpleNamespace(model=SimpleNamespace(decoder=span_decoder), task=model.task, recipe=recipe)
     with pytest.raises(NlpfwError, match=r"^decoder global_pointer\.v1 with task ner\.v1 gives no probabilities, so texts "
                                          r"cannot be scored; confidence needs a decoder and a task with a confidence method "
-                                         r"\(crf\.v1 or softmax\.v1 with ner\.v1\)$"):  # fmt: skip
+                                         r"\(crf\.v1 or softmax\.v1 with ner\.v1, classifier\.v1 with textcat\.v1\)$"):  # fmt: skip
         scored_predictions(fake, ["张三"])
     # Label Studio output without probabilities: the entities, no scores
     monkeypatch.setattr(type(model.model.decoder), "confidence", None)
@@ -156,16 +156,18 @@ def test_convert_between_every_format_keeps_every_span(tmp_path):
              ("spans", "d.json", "label-studio")]  # fmt: skip
     current = source
     for detected, name, target in chain:
-        result = invoke("convert", current, tmp_path / name, "--to", target)
+        labels = ["--option", "result_type=labels"] if current == source else []  # the fixture also classifies (a choice)
+        result = invoke("convert", current, tmp_path / name, "--to", target, *labels)
         assert result.exit_code == 0, result.output
         assert f"texts ({detected};" in result.output
         current = tmp_path / name
     read = LabelStudio(LabelStudioConfig(path=str(tmp_path), train="d.json", dev="d.json"), tmp_path)
-    original = LabelStudio(LabelStudioConfig(path=str(source.parent), train="export.json", dev="export.json"), source.parent)
+    original = LabelStudio(LabelStudioConfig(path=str(source.parent), train="export.json", dev="export.json",
+                                              result_type="labels"), source.parent)  # fmt: skip
     assert [(e.text, e.gold) for e in read.read_all(current, "test")] == [
         (e.text, e.gold) for e in original.read_all(source, "test")
     ]
-    result = invoke("convert", source, tmp_path / "e.txt", "--to", "conll-bioes")
+    result = invoke("convert", source, tmp_path / "e.txt", "--to", "conll-bioes", "--option", "result_type=labels")
     assert result.exit_code == 0, result.output
     assert "Read 7 texts (label-studio; 5 labelled, 15 annotations); wrote 5" in " ".join(result.output.split())
     assert "1 span(s) overlap a longer one" in result.output and "2 text(s) without labels" in result.output

@@ -29,6 +29,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 def label_studio(name: str = "export.json", folder: Path = FIXTURES / "label_studio", **options) -> LabelStudio:
     """The dataset over one file (train and dev both, unless `split` makes dev)."""
+    if folder == FIXTURES / "label_studio" and name == "export.json":
+        options.setdefault("result_type", "labels")  # its project also classifies texts (task 102's `topic` choice)
     defaults = {"train": name} if "split" in options else {"train": name, "dev": name}
     return LabelStudio(LabelStudioConfig(path=str(folder), **{**defaults, **options}), folder)
 
@@ -63,6 +65,11 @@ def test_label_studio_export_reads_the_latest_annotation_of_each_task():
     test = label_studio(test="export.json").load("test")
     assert [(e.id, e.gold is None) for e in test] == [(101, False), (102, False), (103, False), (104, False),
                                                        (105, True), (106, True), (107, False)]  # fmt: skip
+    assert surfaces(label_studio(from_name="label", result_type="auto").load("train")) == surfaces(examples)
+    with pytest.raises(DataError, match=r"export\.json: holds both entity regions \(labels results of control 'label' \(19\)\) "
+                                        r"and classes \(choices results of control 'topic' \(1\)\); say which to read: "
+                                        r"result_type = \"labels\" or \"choices\", or from_name"):  # fmt: skip
+        label_studio(result_type="auto").load("train")
 
 
 def test_label_studio_annotator_and_ground_truth_options():
@@ -225,7 +232,7 @@ def test_split_and_dev_together_is_a_recipe_problem(registry):
     from nlpfw.recipe import load_recipe
 
     recipe = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.toml"
-    overrides = ["dataset.type=doccano.v1", "dataset.path=/data", "dataset.dev=dev.jsonl", "dataset.split=0.2"]
+    overrides = ["dataset.type=doccano.v1", "dataset.path=/data", "dataset.dev=held_out.jsonl", "dataset.split=0.2"]
     with pytest.raises(RecipeError) as caught:
         load_recipe(recipe, registry, overrides)
     assert "give dev (a file) or split (a share of train), not both" in str(caught.value)

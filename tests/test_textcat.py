@@ -376,3 +376,62 @@ def test_bytes_that_are_not_utf8_and_lone_surrogates_are_bad_data(tmp_path):
     lenient = TextLabels(TextLabelsConfig(path=str(folder), on_error="skip"), tmp_path)
     assert [e.text for e in lenient.load("train")] == ["好"]
     assert len(lenient.skipped) == 2 and "lone surrogate" in lenient.skipped[1] and ":3: " in lenient.skipped[1]
+
+
+# --- the annotation loop: pre-annotations and uncertainty ------------------------------------
+
+
+def test_predict_pre_annotates_for_label_studio_and_doccano_and_ranks_by_uncertainty(textcat_run, data_root, tmp_path):
+    from nlpfw_plugins.doccano import Doccano, DoccanoConfig
+    from nlpfw_plugins.label_studio import LabelStudio, LabelStudioConfig
+
+    pool = [e.text for e in Sentiment(SentimentConfig(limit=60), data_root).load("test")]
+    pool += ["😀这款手机ＣＰＵ很快，电池也耐用🔋", "ＯＫ，还行吧。", ""]  # emoji, full-width characters, an empty text
+    expected = nlpfw.load(textcat_run).predict(pool)
+    (tmp_path / "pool.jsonl").write_text("".join(json.dumps({"id": f"p{i}", "text": t}, ensure_ascii=False) + "\n"
+                                                 for i, t in enumerate(pool)), encoding="utf-8")  # fmt: skip
+    result = invoke("predict", textcat_run, "--input", tmp_path / "pool.jsonl", "--output-format", "label-studio",
+                    "--model-version", "round-1", "--output", tmp_path / "tasks.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tasks = json.loads((tmp_path / "tasks.json").read_text(encoding="utf-8"))
+    assert [t["data"] for t in tasks] == [{"text": t, "id": f"p{i}"} for i, t in enumerate(pool)]
+    for task, record in zip(tasks, expected):
+        (prediction,) = task["predictions"]
+        assert prediction["model_version"] == "round-1" and "annotations" not in task
+        if record["label"] is None:  # the empty text: nothing to choose
+            assert prediction["result"] == [] and prediction["score"] == 1.0
+            continue
+        (choice,) = prediction["result"]
+        assert (choice["type"], choice["from_name"], choice["to_name"]) == ("choices", "sentiment", "text")
+        assert choice["value"] == {"choices": [record["label"]]}
+        assert prediction["score"] == choice["score"] == round(max(record["scores"].values()), 4) >= 0.5
+    assert {r["label"] for r in expected} >= {"neg", None}  # this tiny run says neg to all; both classes: test_annotation_classes
+    # the annotator accepts the pre-annotations: Label Studio saves them as the annotations
+    for task in tasks:
+        task["annotations"] = [{"id": 1, "completed_by": 1, "was_cancelled": False, "result": task["predictions"][0]["result"]}]
+    (tmp_path / "export.json").write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    read = LabelStudio(LabelStudioConfig(path=str(tmp_path), train="export.json", dev="export.json"), tmp_path)
+    back = read.read_all(tmp_path / "export.json", "test")
+    assert [e.gold for e in back] == [[r["label"]] if r["label"] else [] for r in expected]
+
+    result = invoke("predict", textcat_run, "--input", tmp_path / "pool.jsonl", "--output-format", "doccano",
+                    "--output", tmp_path / "pool_doccano.jsonl")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (tmp_path / "pool_doccano.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(line["id"], line["text"], line["scores"]) for line in lines] == [(f"p{i}", r["text"], r["scores"]) for i, r in enumerate(expected)]
+    dataset = Doccano(DoccanoConfig(path=str(tmp_path), train="pool_doccano.jsonl", dev="pool_doccano.jsonl", test="pool_doccano.jsonl"), tmp_path)
+    assert [e.gold for e in dataset.load("test")] == [[r["label"]] if r["label"] else None for r in expected]
+
+    result = invoke("predict", textcat_run, "--input", tmp_path / "pool.jsonl", "--rank", "uncertainty", "--output", tmp_path / "ranked.jsonl")
+    assert result.exit_code == 0 and "least confident first" in result.output
+    ranked = [json.loads(line) for line in (tmp_path / "ranked.jsonl").read_text(encoding="utf-8").splitlines()]
+    confidences = [r["confidence"] for r in ranked]
+    assert confidences == sorted(confidences) and 0.5 <= confidences[0] < confidences[-2] <= 1 and confidences[-1] == 1.0
+    by_id = {f"p{i}": r for i, r in enumerate(expected)}
+    for record in ranked:
+        assert {k: record[k] for k in ("text", "label", "scores")} == by_id[record["id"]]
+        assert record["label"] is None or record["confidence"] == round(record["scores"][record["label"]], 4)
+    ranked_tasks = json.loads(invoke("predict", textcat_run, "--input", tmp_path / "pool.jsonl", "--rank", "uncertainty",
+                                     "--output-format", "label-studio").output)  # fmt: skip
+    assert [t["data"]["id"] for t in ranked_tasks] == [r["id"] for r in ranked]
+    assert [t["predictions"][0]["score"] for t in ranked_tasks] == confidences
