@@ -69,6 +69,7 @@ class BiLstmConfig(EncoderConfig):
     lexicon: str | None = Field(default=None, description='SoftLexicon features from a dictionary file, or "jieba" for jieba\'s')
     lexicon_size: int = Field(default=50, ge=1, description="size of the lexicon's word vectors")
     lexicon_vectors: str | None = Field(default=None, description="pretrained word vectors for the lexicon (word2vec text format)")
+    freeze_lexicon_vectors: bool = Field(default=False, description="keep the lexicon's word vectors fixed (pretrained or random)")
     lexicon_per_set: int = Field(default=4, ge=1, description="words kept per B/M/E/S set of a character (the most frequent)")
     lexicon_weights: Literal["frequency", "log", "uniform"] = Field(
         default="log", description="a word's weight in its set's mean: its dictionary frequency, log(1 + it), or 1"
@@ -197,6 +198,8 @@ class BiLstmEncoder(Encoder):
                 ids = torch.tensor(sorted(rows), dtype=torch.long)
                 embedding.weight[ids] = torch.from_numpy(np.stack([rows[i] for i in sorted(rows)]))
             embedding.weight.requires_grad_(not self.config.freeze_vectors)
+        if self.word_embedding is not None and self.config.freeze_lexicon_vectors:
+            self.word_embedding.weight.requires_grad_(False)
 
     def _fit_lexicon(self, texts: list[str]) -> tuple[nn.Embedding | None, dict[int, np.ndarray]]:
         """The lexicon's words: the dictionary's found in `texts`, and those with a pretrained
