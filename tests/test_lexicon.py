@@ -185,3 +185,9 @@ def test_lexicon_options_are_checked(tmp_path):
     encoder = lexicon_encoder(tmp_path)
     with pytest.raises(NlpfwError, match=r"with a lexicon, input_ids are \[batch, chars, 1 \+ 4 \* lexicon_per_set\] rows"):
         encoder(torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_frozen_lexicon_vectors_leave_the_character_vectors_trainable(tmp_path):
+    encoder = lexicon_encoder(tmp_path, freeze_lexicon_vectors=True)
+    assert not encoder.word_embedding.weight.requires_grad and encoder.embedding.weight.requires_grad
+    assert lexicon_encoder(tmp_path).word_embedding.weight.requires_grad
