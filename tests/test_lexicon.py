@@ -191,3 +191,19 @@ def test_frozen_lexicon_vectors_leave_the_character_vectors_trainable(tmp_path):
     encoder = lexicon_encoder(tmp_path, freeze_lexicon_vectors=True)
     assert not encoder.word_embedding.weight.requires_grad and encoder.embedding.weight.requires_grad
     assert lexicon_encoder(tmp_path).word_embedding.weight.requires_grad
+
+
+def test_rows_of_ids_are_windowed_padded_and_keep_one_shape():
+    from nlpfw.corpus import encode_split
+    from nlpfw.interfaces import Encoded, Example
+    from nlpfw_plugins.ner import pad
+
+    def encode(example, k=3):
+        return Encoded(columns={"input_ids": np.arange(len(example.text) * k).reshape(-1, k)})
+
+    split = encode_split([Example("abcdef"), Example("gh")], encode, 4, 2)
+    assert split[1]["input_ids"].tolist() == np.arange(18).reshape(6, 3)[2:6].tolist()  # the second window of abcdef
+    batch = pad([split[0]["input_ids"], split[2]["input_ids"]], 4)
+    assert batch.shape == (2, 4, 3) and batch[1, 2:].tolist() == [[0, 0, 0], [0, 0, 0]]
+    with pytest.raises(ValueError, match=r"column 'input_ids' has rows of shape \(2,\) here, \(3,\) before"):
+        encode_split([Example("abc"), Example("de")], lambda e: encode(e, 3 if e.text == "abc" else 2), None, 0)
