@@ -688,6 +688,52 @@ def list_plugins(ctx: click.Context, as_json: bool) -> None:
     Console().print(table)
 
 
+@cli.group()
+def vectors() -> None:
+    """Character, bigram and word vectors from unlabelled text, for bilstm.v1."""
+
+
+@vectors.command("train")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--text", "texts", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="A plain-text file, one text a line (repeatable).")
+@click.option("--pfr", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="A People's Daily 1998 file, `word/TAG  word/TAG` lines (repeatable).")
+@click.option("--split", "splits", multiple=True, metavar="RECIPE:SPLIT",
+              help="The texts of a split of a recipe's dataset, e.g. recipes/bilstm_crf_cluener.toml:train "
+                   "(repeatable; dev is refused).")
+@click.option("--char-size", type=click.IntRange(min=0), default=128, show_default=True, help="chars.vec size (0: none).")
+@click.option("--bigram-size", type=click.IntRange(min=0), default=64, show_default=True, help="bigrams.vec size (0: none).")
+@click.option("--word-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="words.vec size, on jieba-segmented text, for encoder.lexicon_vectors (0: none).")
+@click.option("--method", type=click.Choice(["word2vec", "fasttext"]), default="word2vec", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--window", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--min-count", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Tokens seen fewer times get no vector.")
+@click.option("--cbow", is_flag=True, help="CBOW instead of skip-gram.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="gensim threads (more than 1: faster, but not the same vectors twice).")
+@click.option("--no-cache", is_flag=True, help="Train even if the cache holds these vectors.")
+@click.pass_context
+@user_errors
+def vectors_train(ctx: click.Context, out: Path, texts: tuple[Path, ...], pfr: tuple[Path, ...], splits: tuple[str, ...],
+                  char_size: int, bigram_size: int, word_size: int, method: str, epochs: int, window: int,
+                  min_count: int, cbow: bool, seed: int, workers: int, no_cache: bool) -> None:  # fmt: skip
+    """Train vectors on unlabelled text into OUT (chars.vec, bigrams.vec, words.vec), for
+    bilstm.v1's encoder.vectors, encoder.bigram_vectors and encoder.lexicon_vectors."""
+    from nlpfw import vectors as trainer
+
+    sources = [trainer.split_source(spec) for spec in splits]  # a refused split fails before any work
+    sources = [*(trainer.Source("text", p) for p in texts), *(trainer.Source("pfr", p) for p in pfr), *sources]
+    registry = _plugins(ctx)[1] if splits else None
+    options = trainer.Options(char_size, bigram_size, word_size, method, epochs, window, min_count, not cbow, seed, workers)
+    meta = trainer.train_all(out, sources, options, registry, use_cache=not no_cache, report=click.echo)
+    took = "from the cache" if meta["cached"] else f"in {meta['times']['total']} s"
+    click.echo(f"Wrote {', '.join(meta['files'])} into {out} {took}")
+
+
 def _quiet_transformers() -> None:
     import transformers
 

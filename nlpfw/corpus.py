@@ -1,7 +1,7 @@
 """Encoded corpora: a split's texts as flat arrays, cut into overlapping windows.
 
-A task encodes each text (`nlpfw.interfaces.Encoded`) into per-character columns (1-D numpy
-arrays as long as the text: `input_ids`, tag ids, ...), span tables ([n, 3] arrays of
+A task encodes each text (`nlpfw.interfaces.Encoded`) into per-character columns (numpy
+arrays as long as the text: `input_ids`, tag ids, ...; 1-D, or one row per character), span tables ([n, 3] arrays of
 (start, end, label id) rows) and per-text values (a class id, a multi-hot row). Columns are
 concatenated into one flat array each, so a corpus of millions of characters costs a few bytes
 per character, not a Python object each; tables are kept flat too, with text-global offsets,
@@ -181,10 +181,12 @@ def encode_split(
             filled[name] = filled.get(name, 0) + 1
         for name, column in feature.columns.items():
             column = np.asarray(column)
-            if column.ndim != 1 or len(column) != end - begin:
+            if column.ndim < 1 or len(column) != end - begin:
                 raise ValueError(f"column {name!r} has shape {column.shape} for {end - begin} characters")
             if name not in columns:
-                columns[name] = np.zeros(stats.chars, dtype=DTYPES.get(name, column.dtype))
+                columns[name] = np.zeros((stats.chars, *column.shape[1:]), dtype=DTYPES.get(name, column.dtype))
+            elif column.shape[1:] != columns[name].shape[1:]:
+                raise ValueError(f"column {name!r} has rows of shape {column.shape[1:]} here, {columns[name].shape[1:]} before")
             columns[name][begin:end] = column
             filled[name] = filled.get(name, 0) + 1
         for name, value in feature.values.items():

@@ -1,6 +1,7 @@
 """Export a model folder to ONNX: encoder and decoder in one graph, ids in, the decoder's output out.
 
-The graph takes `input_ids` [batch, chars] int64 (the encoder's `char_ids`, zero-padded) and
+The graph takes `input_ids` [batch, chars] int64 (the encoder's `char_ids`, zero-padded; [batch,
+chars, k] for an encoder that gives a row of ids per character, the sidecar says which) and
 `mask` [batch, chars] bool, and returns what the decoder's `decode` returns, named by its
 `output_name`: `tags` [batch, chars] int64 (0 outside the mask) for a tag decoder, `scores`
 [batch, classes] float for a classifier; batch and chars are dynamic. Beside `OUT` a sidecar
@@ -111,7 +112,7 @@ def export_onnx(
     window, stride = window_settings(loaded.recipe.trainer.window, loaded.recipe.trainer.stride, max_chars)
     io.write_json(out.with_name(out.name + ".json"), {
         "nlpfw_version": nlpfw.__version__,
-        "inputs": {"input_ids": "[batch, chars] int64", "mask": "[batch, chars] bool"},
+        "inputs": {"input_ids": _ids_shape(sample["input_ids"]), "mask": "[batch, chars] bool"},
         "output": decoder.output_name,
         "target": decoder.target,
         "labels": decoder.labels,
@@ -126,6 +127,12 @@ def export_onnx(
         **({"quantization": {"type": quantize, "check": int8_check}} if quantize else {}),
     })  # fmt: skip
     return out
+
+
+def _ids_shape(ids: torch.Tensor) -> str:
+    """The graph's `input_ids` shape in words: [batch, chars], or [batch, chars, k] for an
+    encoder that gives a row of ids per character (`Encoder.char_ids`)."""
+    return f"[batch, chars{''.join(f', {n}' for n in ids.shape[2:])}] int64"
 
 
 def _sample(loaded: LoadedModel, lengths: list[int]) -> dict[str, torch.Tensor]:

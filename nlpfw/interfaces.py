@@ -174,8 +174,10 @@ class Encoder(nn.Module):
         learns must be written by `save`, since `from_saved` never sees the texts."""
         raise NotImplementedError
 
-    def char_ids(self, text: str) -> Sequence[int]:
-        """Exactly one input id per character of `text` (a list or a 1-D integer array)."""
+    def char_ids(self, text: str) -> Sequence[int] | np.ndarray:
+        """Exactly one input per character of `text`: an id (a list or a 1-D integer array),
+        or a row of ids (a [len(text), k] integer array) when a character's input depends on
+        its context, as lexicon matches do; `forward` then gets [batch, chars, k]."""
         raise NotImplementedError
 
     def fingerprint(self) -> str | None:
@@ -184,7 +186,8 @@ class Encoder(nn.Module):
         return None
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """`input_ids`, `mask`: [batch, chars]. Returns [batch, chars, output_dim]."""
+        """`input_ids` [batch, chars] (or [batch, chars, k] for an encoder whose `char_ids`
+        gives rows), `mask` [batch, chars]. Returns [batch, chars, output_dim]."""
         raise NotImplementedError
 
 
@@ -277,8 +280,8 @@ def split_rows(table: torch.Tensor, batch: int) -> list[np.ndarray]:
 class Encoded:
     """What a task makes of one whole text for the core to window, batch and cache.
 
-    - `columns`: per-character 1-D arrays as long as the text (`input_ids` is required; tag
-      ids, ...). A window gets its slice.
+    - `columns`: per-character arrays as long as the text, 1-D or one row per character
+      (`input_ids` is required; tag ids, ...). A window gets its slice.
     - `tables`: [n, 3] integer arrays of (start, end, label id) rows, text offsets, end
       exclusive. A window gets the rows that lie wholly inside it, shifted to window offsets.
     - `values`: per-text arrays (a class id, a multi-hot row, a number): every window of the
@@ -380,7 +383,8 @@ class Task:
 
     def collate(self, windows: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         """Pad a list of windows (each a dict of its columns, tables and values) into a batch
-        of tensors: at least `input_ids` [batch, chars] and a bool `mask` [batch, chars], and
+        of tensors: at least `input_ids` [batch, chars] (or [batch, chars, k], see
+        `Encoder.char_ids`) and a bool `mask` [batch, chars], and
         each target in the form its decoders read."""
         raise NotImplementedError
 

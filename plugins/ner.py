@@ -227,8 +227,9 @@ def entity_records(text: str, spans: Sequence[Span]) -> list[dict[str, Any]]:
 
 
 def pad(rows: Sequence[Any], width: int) -> torch.Tensor:
-    """Rows of ids as one [len(rows), width] long tensor, zero-padded on the right."""
-    out = np.zeros((len(rows), width), dtype=np.int64)
+    """Rows of ids as one [len(rows), width] long tensor, zero-padded on the right; rows of
+    [chars, k] arrays (an encoder's per-character rows) give [len(rows), width, k]."""
+    out = np.zeros((len(rows), width, *np.shape(rows[0])[1:]), dtype=np.int64)
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return torch.from_numpy(out)
