@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 
 import pytest
 import torch
+from test_constraints import brute_force
 from torchcrf import CRF
 
 import nlpfw
@@ -135,16 +135,7 @@ def test_every_gold_bioes_sequence_of_cluener_dev_is_allowed(data_root):
 
 
 def best_allowed(start, transitions, end, emissions, masks) -> list[int]:
-    allowed_start, allowed, allowed_end = masks
-    best, best_score = None, -math.inf
-    for path in itertools.product(range(len(start)), repeat=len(emissions)):
-        if not (allowed_start[path[0]] and allowed_end[path[-1]] and all(allowed[a, b] for a, b in zip(path, path[1:]))):
-            continue
-        score = start[path[0]] + end[path[-1]] + sum(emissions[t, k] for t, k in enumerate(path))
-        score += sum(transitions[a, b] for a, b in zip(path, path[1:]))
-        if score > best_score:
-            best, best_score = list(path), score
-    return best
+    return brute_force(start, transitions, end, emissions, *masks)
 
 
 def test_constrained_decoding_is_the_best_valid_bioes_path():

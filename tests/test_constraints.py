@@ -62,12 +62,15 @@ def test_every_gold_tag_sequence_of_cluener_dev_is_allowed(data_root):
     assert len(dev) == 1343 and entities > 3000
 
 
-def brute_force(start, transitions, end, emissions, allowed_start, allowed) -> list[int]:
-    """The best allowed path of one sequence, by trying them all."""
+def brute_force(start, transitions, end, emissions, allowed_start, allowed, allowed_end=None) -> list[int]:
+    """The best allowed path of one sequence, by trying them all (`allowed_end`: the tags a
+    sequence may end on, default all)."""
     tags = range(len(start))
     best, best_score = None, -float("inf")
     for path in itertools.product(tags, repeat=len(emissions)):
         if not allowed_start[path[0]] or not all(allowed[a, b] for a, b in zip(path, path[1:])):
+            continue
+        if allowed_end is not None and not allowed_end[path[-1]]:
             continue
         score = start[path[0]] + end[path[-1]] + sum(emissions[t, k] for t, k in enumerate(path))
         score += sum(transitions[a, b] for a, b in zip(path, path[1:]))
