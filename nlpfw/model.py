@@ -269,7 +269,8 @@ def load_model(directory: str | Path, registry: Registry, device: str | torch.de
     labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
     # model folders from before tasks named their labels generically held NER's entity types
     task = recipe.task.component.cls(recipe.task.config, labels["labels"] if "target" in labels else labels["entity_types"])
-    if "target" in labels and labels["target_labels"] != task.target_labels(labels["target"]):
+    expected = task.target_labels(labels["target"]) if "target" in labels else []
+    if expected and labels["target_labels"] != expected:  # [] : the decoder names them (mlm.v1: the vocabulary)
         # the decoder's outputs are ids into the saved names: another inventory (an edited
         # task.scheme, say) would read every tag wrong
         raise NlpfwError(

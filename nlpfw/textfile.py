@@ -68,3 +68,14 @@ def surrogate_problem(value: str, what: str = "'text'") -> str | None:
         return (f"{what} holds a lone surrogate {value[error.start]!r} at character {error.start}, "
                 "which is not text (an unpaired \\ud800-\\udfff escape)")  # fmt: skip
     return None
+
+
+def fold(char: str) -> str:
+    """The form a character is looked up in (bilstm.v1's vocabulary, `nlpfw vectors`): NFKC,
+    lower case, whitespace as one space."""
+    import unicodedata
+
+    if char.isspace() or unicodedata.category(char) in ("Zs", "Cc", "Cf"):
+        return " "
+    folded = unicodedata.normalize("NFKC", char).lower()
+    return folded if len(folded) == 1 else char

@@ -208,7 +208,7 @@ def train_all(
     """Write the vector files of `sources` into `out` (from the cache when the key matches);
     return what `vectors.json` holds."""
     from nlpfw.cache import cache_dir
-    from nlpfw_plugins.bilstm import fold
+    from nlpfw.textfile import fold
 
     if not sources:
         raise NlpfwError("no texts: give --text, --pfr or --split")

@@ -323,18 +323,21 @@ def _load_state(bert: nn.Module, state: dict[str, torch.Tensor], where: str) -> 
     bert.load_state_dict(state, strict=False)
 
 
+REMOTE_OFF: dict[str, Any] = {"trust_remote_code": False}  # init_from never runs a checkpoint's code
+
+
 def _init_from(bert: nn.Module, tokenizer: Any, source: str) -> None:
     """`encoder.init_from`: copy another BERT's weights into the from-scratch `bert`."""
     path = Path(source).expanduser()
     folder = nlpfw_model_folder(path)
     key = "encoder.init_from"
     if folder is not None:
-        theirs = transformers.AutoTokenizer.from_pretrained(folder / "encoder")
+        theirs = transformers.AutoTokenizer.from_pretrained(folder / "encoder", **REMOTE_OFF)
         state = _bert_weights(folder, key)
     elif path.is_dir():
         try:
-            theirs = transformers.AutoTokenizer.from_pretrained(path)
-            state = transformers.AutoModel.from_pretrained(path).state_dict()
+            theirs = transformers.AutoTokenizer.from_pretrained(path, **REMOTE_OFF)
+            state = transformers.AutoModel.from_pretrained(path, **REMOTE_OFF).state_dict()
             state = {name: value for name, value in state.items() if not name.startswith("pooler.")}
         except OSError as error:
             raise DataError(f"{key}: cannot load {path}: {error}") from None

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,6 +45,7 @@ from nlpfw.data import resolve
 from nlpfw.errors import DataError, NlpfwError
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Encoder, EncoderConfig
+from nlpfw.textfile import fold
 from nlpfw_plugins.lexicon import JIEBA, Lexicon, jieba_dictionary, read_dictionary
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -84,12 +84,6 @@ class BiLstmConfig(EncoderConfig):
         return self
 
 
-def fold(char: str) -> str:
-    """The form a character is looked up in: NFKC, lower case, whitespace as one space."""
-    if char.isspace() or unicodedata.category(char) in ("Zs", "Cc", "Cf"):
-        return " "
-    folded = unicodedata.normalize("NFKC", char).lower()
-    return folded if len(folded) == 1 else char
 
 
 class BiLstmEncoder(Encoder):

@@ -55,7 +55,7 @@ def test_load_plugins_env_can_leave_it_out(monkeypatch: pytest.MonkeyPatch, valu
     else:
         assert result.exit_code == 1
         assert "decoder.type  unknown decoder 'global_pointer.v1'" in result.stderr
-        assert "available: classifier.v1, crf.v1, softmax.v1" in result.stderr
+        assert "available: classifier.v1, crf.v1, mlm_head.v1, softmax.v1" in result.stderr
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in RECIPES.glob("*.toml")))
