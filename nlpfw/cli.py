@@ -193,6 +193,9 @@ def run(
     try:
         history = run_recipe(loaded, folder, registry, pm, console, use_cache=not no_cache,
                              resume=resume is not None, context=context)  # fmt: skip
+        # every rank waits here until rank 0 has written its last file: a rank that tears the
+        # gloo group down while another still uses it can abort ("terminate called ...")
+        context.barrier()
     except Interrupted as stop:
         where = f"epoch {stop.position.epoch}, batch {stop.position.batch}, step {stop.position.step}"
         console.print(f"[red]Interrupted[/] at {where}; the checkpoint is in {folder / 'checkpoint'}.\n"
