@@ -39,6 +39,7 @@ from transformers import get_linear_schedule_with_warmup
 from nlpfw import checkpoint, signals
 from nlpfw.corpus import EncodedSplit
 from nlpfw.distributed import SINGLE, Context
+from nlpfw.dropout import use_fast_dropout
 from nlpfw.device import autocast, keep_freed_memory, set_cpu_threads, synchronize
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Callback, Task
@@ -201,6 +202,8 @@ class Trainer:
         if device.type == "cpu":
             set_cpu_threads()
             keep_freed_memory()
+            if config.fast_dropout:
+                use_fast_dropout(model)
         if config.compile:
             model.encoder.compile(dynamic=True)  # in place: parameter names (and checkpoints) unchanged
         # Training steps run through `ddp` (DDP averages the ranks' gradients); everything else

@@ -24,12 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
+import transformers.masking_utils
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from pydantic import Field, model_validator
 from torch import nn
 
 from nlpfw import textfile
 from nlpfw.data import resolve, under_root
 from nlpfw.download import fetch
+from nlpfw.dropout import Dropout as FastDropout
+from nlpfw.dropout import dropout as fast_dropout
 from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Encoder, EncoderConfig
@@ -110,6 +114,8 @@ class BertEncoder(Encoder):
         super().__init__(config)
         self.bert = bert
         self.tokenizer = tokenizer
+        if getattr(bert.config, "_attn_implementation", None) == "sdpa":
+            bert.set_attn_implementation(ATTENTION)  # SDPA, but nlpfw.dropout's masks in CPU training
         hidden = bert.config.hidden_size
         self.max_chars = bert.config.max_position_embeddings - 2
         self.lstm = None
@@ -256,6 +262,39 @@ class BertEncoder(Encoder):
             output, _ = self.lstm(packed)
             hidden, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=width)
         return self.dropout(hidden)
+
+
+ATTENTION = "nlpfw_sdpa"
+
+
+def _attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, except in training on a CPU with attention dropout and the
+    trainer's fast dropout (`nlpfw.dropout.Dropout` as the module's `dropout`): there SDPA takes
+    its math path anyway and draws the mask with `bernoulli_`; this is the same math path with
+    `nlpfw.dropout`'s cheaper mask."""
+    if not (dropout > 0.0 and module.training and query.device.type == "cpu" and isinstance(module.dropout, FastDropout)):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    scores = torch.matmul(query, key.transpose(2, 3)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
+    if attention_mask is not None:  # sdpa_mask's: True where a query may attend to a key
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    probs = fast_dropout(torch.softmax(scores, dim=-1), dropout)
+    return torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous(), None
+
+
+transformers.AttentionInterface.register(ATTENTION, _attention)
+transformers.masking_utils.AttentionMaskInterface.register(ATTENTION, transformers.masking_utils.sdpa_mask)
 
 
 class _CharTable(dict):
