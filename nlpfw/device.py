@@ -55,8 +55,22 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 def cpu_has_bf16_units() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX or AVX512-BF16), where
     bf16 autocast runs several times faster than float32; elsewhere it would be emulated, slower."""
+    if isa_capped_below_bf16():
+        return False
     checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     return any(check() for check in checks if check is not None)
+
+
+BELOW_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def isa_capped_below_bf16() -> bool:
+    """Whether the environment tells torch to use less than the CPU has, below bf16 matrix
+    units: `ATEN_CPU_CAPABILITY=avx2` (or `default`) or `DNNL_MAX_CPU_ISA=AVX2` (or another ISA
+    without bf16), as when an AVX2-only machine is approximated on a newer one."""
+    capability = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    isa = os.environ.get("DNNL_MAX_CPU_ISA", "").strip().upper()
+    return capability in ("default", "avx2") or isa in BELOW_BF16_ISAS
 
 
 CGROUP_FS = Path("/sys/fs/cgroup")

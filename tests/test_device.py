@@ -75,7 +75,24 @@ def test_cpu_mixed_precision_only_with_bf16_matrix_units(monkeypatch) -> None:
         assert amp_dtype(cpu, False) is None
 
 
-def test_cpu_bf16_units_match_the_cpu_flags() -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "units"),
+    [("ATEN_CPU_CAPABILITY", "avx2", False), ("ATEN_CPU_CAPABILITY", "default", False),
+     ("DNNL_MAX_CPU_ISA", "AVX2", False), ("DNNL_MAX_CPU_ISA", "avx512_core", False),
+     ("DNNL_MAX_CPU_ISA", "AVX512_CORE_BF16", True), ("ATEN_CPU_CAPABILITY", "avx512", True)],
+)  # fmt: skip
+def test_an_isa_capped_below_bf16_means_no_bf16_units(monkeypatch, variable, value, units) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)  # the hardware has them
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv(variable, value)
+    assert cpu_has_bf16_units() is units
+    assert amp_dtype(torch.device("cpu"), True) is (torch.bfloat16 if units else None)
+
+
+def test_cpu_bf16_units_match_the_cpu_flags(monkeypatch) -> None:
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     if not flags:
         pytest.skip("no /proc/cpuinfo here")
