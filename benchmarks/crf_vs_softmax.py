@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
+from nlpfw.dropout import use_fast_dropout  # noqa: E402
 from nlpfw.device import amp_dtype, autocast, keep_freed_memory  # noqa: E402
 from nlpfw.sampler import LengthBucketSampler  # noqa: E402
 from nlpfw_plugins.crf import log_likelihood  # noqa: E402
@@ -44,6 +45,8 @@ def main() -> None:
     sampler = LengthBucketSampler(train.window_length, 24, torch.Generator().manual_seed(42))
     batches = [task.collate([train[i] for i in b]) for b in list(sampler)[: args.steps + args.warmup]]
     models = {"crf.v1": crf_model, "softmax.v1": softmax_model}
+    for model in models.values():
+        use_fast_dropout(model)  # as the trainer does on a CPU (trainer.fast_dropout)
     optimizers = {
         name: torch.optim.AdamW(m.param_groups(3e-5, 0.01), lr=3e-5, fused=True) for name, m in models.items()
     }

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
+from nlpfw.dropout import use_fast_dropout  # noqa: E402
 from nlpfw.device import amp_dtype, autocast, keep_freed_memory  # noqa: E402
 from nlpfw.sampler import LengthBucketSampler  # noqa: E402
 
@@ -45,6 +46,7 @@ def main() -> None:
     plan = list(sampler)
     batches = [task.collate([train[i] for i in b]) for b in plan[: args.steps + args.warmup]]
     optimizer = torch.optim.AdamW(model.param_groups(3e-5, 0.01), lr=3e-5, fused=True)
+    use_fast_dropout(model)  # as the trainer does on a CPU (trainer.fast_dropout)
     model.train()
 
     def step(batch) -> None:
