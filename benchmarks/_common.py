@@ -12,7 +12,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ def header(title: str) -> None:
 SIZES = ("bert-base", "quickstart")
 
 
-def recipe(decoder: str = "crf.v1", size: str = "bert-base", **trainer: Any) -> Any:
+def recipe(decoder: str = "crf.v1", size: str = "bert-base", extra: Sequence[str] = (), **trainer: Any) -> Any:
     """The quickstart recipe at bert-base size (batch 24, the reference's learning rates), or
     as it is (`size="quickstart"`: 2 layers, 128 wide, batch 32): CLUENER, bert-base-chinese's
     vocabulary."""
@@ -65,6 +65,7 @@ def recipe(decoder: str = "crf.v1", size: str = "bert-base", **trainer: Any) -> 
         overrides += [f"encoder.{k}={v}" for k, v in BERT_BASE.items()]
         overrides += ["decoder.lr=5e-5", "trainer.lr=3e-5", "trainer.batch_size=24"]
     overrides += [f"trainer.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in trainer.items()]
+    overrides += list(extra)  # `--set`-style overrides, last
     return load_recipe(ROOT / "recipes" / "quickstart.toml", registry, overrides), registry
 
 
