@@ -98,6 +98,7 @@ def export_onnx(
         finally:
             registration.setLevel(level)
     assert program is not None
+    _check_dynamic(program, model_dir)
     out = Path(out)
     graph = out if quantize is None else out.with_name(f".{out.name}.float32.onnx")  # quantized into `out` below
     io.atomic_write(graph, lambda tmp: _save_checked(program, tmp, tagger, loaded))
@@ -127,6 +128,19 @@ def export_onnx(
         **({"quantization": {"type": quantize, "check": int8_check}} if quantize else {}),
     })  # fmt: skip
     return out
+
+
+def _check_dynamic(program: Any, model_dir: Path) -> None:
+    """Refuse a graph whose batch or chars dimension came out fixed: when torch.export finds
+    that the model specialises a dynamic dimension, torch.onnx retries with the dimension
+    fixed to the example's size and says nothing, and such a graph refuses other lengths."""
+    for value in program.model.graph.inputs:
+        fixed = [f"{name} = {dim}" for name, dim in zip(("batch", "chars"), value.shape) if isinstance(dim, int)]
+        if fixed:
+            raise NlpfwError(
+                f"{model_dir}: the exported ONNX graph's {value.name} has {', '.join(fixed)} instead of a "
+                "dynamic size (the model's code specialises on the example's shape when traced)"
+            )
 
 
 def _ids_shape(ids: torch.Tensor) -> str:

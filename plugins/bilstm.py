@@ -321,9 +321,10 @@ def binary_search(table: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 def unpacked_bilstm(lstm: nn.LSTM, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """What `lstm` (bidirectional, batch first, in eval mode) gives on packed rows, computed on
-    the padded batch: each direction runs as a one-directional LSTM with its own weights, and
-    the backward one reads each row reversed within its length, so padding never reaches a
-    character's state. Traces to ONNX (packed sequences do not); 0 at padded positions."""
+    the padded batch: each direction runs the LSTM recurrence with its own weights
+    (`lstm_direction`), and the backward one reads each row reversed within its length, so
+    padding never reaches a character's state. Traces to ONNX (packed sequences do not) with
+    the length dynamic; 0 at padded positions."""
     lengths = mask.sum(dim=1, keepdim=True)  # [batch, 1]
     steps = torch.arange(inputs.shape[1], device=inputs.device).unsqueeze(0)
     reverse = torch.where(steps < lengths, lengths - 1 - steps, steps)  # [batch, chars]; an involution
@@ -335,11 +336,46 @@ def unpacked_bilstm(lstm: nn.LSTM, inputs: torch.Tensor, mask: torch.Tensor) -> 
         for suffix in ("", "_reverse"):
             weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             source = x if not suffix else x[rows, reverse]
-            zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
-            out, _, _ = torch.lstm(source, (zeros, zeros), weights, True, 1, 0.0, False, False, True)
+            out = lstm_direction(source, *weights)
             halves.append(out if not suffix else out[rows, reverse])
         x = torch.cat(halves, dim=2) * on
     return x
+
+
+def lstm_direction(
+    inputs: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor, bias_hh: torch.Tensor
+) -> torch.Tensor:
+    """One direction of one LSTM layer from zero states, written out: [batch, chars, hidden]
+    for `inputs` [batch, chars, features] (PyTorch's gate order i, f, g, o).
+
+    When exporting, the steps are a `torch.scan` (an ONNX `Scan` over the dynamic length), not
+    `torch.lstm`: torch.export decomposes `aten.lstm` into one step per character of the
+    example (it turns MKL-DNN off while tracing), and torch.onnx's while-loop replacement for
+    that decomposition is skipped once `aten.lstm` has been dispatched under tracing in the
+    process (its dispatch cache keeps the first kernel), so a second export in one process
+    fixed `chars` to the example's length. Eagerly (tests) the same steps run as a Python loop."""
+    hidden = weight_hh.shape[1]
+    projected = (inputs @ weight_ih.T + (bias_ih + bias_hh)).transpose(0, 1)  # [chars, batch, 4 * hidden]
+
+    def step(state: torch.Tensor, gates_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = state[:, :hidden], state[:, hidden:]
+        i, f, g, o = (gates_in + h @ weight_hh.T).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return torch.cat([h, c], dim=1), h.clone()
+
+    init = inputs.new_zeros(inputs.shape[0], 2 * hidden)
+    if torch.compiler.is_exporting():
+        from torch._higher_order_ops.scan import scan
+
+        _, outs = scan(step, init, projected)
+    else:
+        state, steps = init, []
+        for gates_in in projected.unbind(0):
+            state, out = step(state, gates_in)
+            steps.append(out)
+        outs = torch.stack(steps) if steps else inputs.new_zeros(0, inputs.shape[0], hidden)
+    return outs.transpose(0, 1)
 
 
 def bigram_keys(ids: Any, vocabulary: int) -> Any:

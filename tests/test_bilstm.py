@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,52 @@ def test_the_export_path_gives_the_packed_lstms_output_and_searchsorted():
             keys = torch.randint(-5, 50_010, (4, 33), generator=generator)
             keys[0, : min(size, 33)] = table[:33]  # exact hits too
             assert torch.equal(binary_search(table, keys), torch.searchsorted(table, keys)), size
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from nlpfw_plugins.bilstm import unpacked_bilstm
+
+        return unpacked_bilstm(self.lstm, x, mask)
+
+
+def test_the_bilstm_exports_with_a_dynamic_length_also_the_second_time_in_a_process(tmp_path):
+    """torch.export decomposes `aten.lstm` into one step per character of the example, and
+    torch.onnx's while-loop replacement for it is skipped once `aten.lstm` has been traced in
+    the process; torch.onnx then fixed `chars` to the example's length without a word (issue 19:
+    the lexicon test's export failed in CI after earlier exports). The export path's own scan
+    keeps the length dynamic every time, and `_check_dynamic` refuses a graph that has it fixed."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    from nlpfw.export import _check_dynamic
+
+    torch.manual_seed(0)
+    model = _Tiny().eval().requires_grad_(False)
+    example = (torch.randn(2, 5, 3), torch.arange(5) < torch.tensor([5, 3]).unsqueeze(1))
+    batch, chars = torch.export.Dim("batch"), torch.export.Dim("chars")
+    dynamic = {"x": {0: batch, 1: chars}, "mask": {0: batch, 1: chars}}
+    for attempt in range(2):
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.onnx's notes on axis names and pytree
+            program = torch.onnx.export(
+                model, example, input_names=["x", "mask"], dynamic_shapes=dynamic, dynamo=True, verbose=False
+            )
+        _check_dynamic(program, tmp_path)
+        program.save(str(tmp_path / f"{attempt}.onnx"))
+        session = onnxruntime.InferenceSession(str(tmp_path / f"{attempt}.onnx"), providers=["CPUExecutionProvider"])
+        for lengths in ([7, 2, 6], [1], [12, 12]):
+            x = torch.randn(len(lengths), max(lengths), 3)
+            mask = torch.arange(max(lengths)) < torch.tensor(lengths).unsqueeze(1)
+            (got,) = session.run(None, {"x": x.numpy(), "mask": mask.numpy()})
+            with torch.no_grad():
+                torch.testing.assert_close(torch.from_numpy(got), model(x, mask), atol=1e-5, rtol=1e-4)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fixed = torch.onnx.export(model, example, input_names=["x", "mask"], dynamo=True, verbose=False)
+    with pytest.raises(NlpfwError, match=r"the exported ONNX graph's x has batch = 2, chars = 5 instead of a dynamic size"):
+        _check_dynamic(fixed, tmp_path)
