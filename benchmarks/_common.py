@@ -137,3 +137,30 @@ def cpu_class() -> str:
     flags = set(fields.get("Flags", "").split())
     extensions = [f for f in ("amx_bf16", "amx_int8", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "avx2") if f in flags]
     return f"{name} ({os.cpu_count()} cores; {', '.join(extensions) or 'no AVX2'})"
+
+
+def timed_training(recipe: Any) -> tuple[Any, Any, list[float], float]:
+    """Train `recipe` on the CPU through nlpfw's own Trainer, evaluation skipped (the speed
+    benchmarks time training steps): (the trainer, the training split, the clock after each
+    optimizer step, the clock when the trainer was made)."""
+    from rich.console import Console
+
+    from nlpfw.device import amp_dtype
+    from nlpfw.trainer import Trainer
+
+    model, task, splits = build(recipe)
+    stamps: list[float] = []
+
+    class Timed(Trainer):
+        def _step(self) -> None:
+            super()._step()
+            stamps.append(time.perf_counter())
+
+        def evaluate(self, dev):
+            return {"scores": {"overall": {"f1": 0.0}}, "speed": {}, "dev_loss": 0.0}
+
+    device = torch.device("cpu")
+    start = time.perf_counter()
+    trainer = Timed(model, task, recipe.trainer, device, amp_dtype(device, recipe.trainer.amp), Console(quiet=True))
+    trainer.fit(splits["train"], splits["dev"], lambda history: None)
+    return trainer, splits["train"], stamps, start

@@ -20,7 +20,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,30 +29,9 @@ UNTIMED = 10
 
 
 def one(size: str, steps: int, decoder: str, setting: str) -> dict:
-    import torch
-    from rich.console import Console
-
-    from nlpfw.device import amp_dtype
-    from nlpfw.trainer import Trainer
-
     overrides = [] if setting == "-" else setting.split(",")
     recipe, _ = _common.recipe(decoder, size, overrides, max_steps=steps, epochs=1, log_every=1000, checkpoint_every=100000)
-    model, task, splits = _common.build(recipe)
-    stamps: list[float] = []
-
-    class Timed(Trainer):
-        def _step(self) -> None:
-            super()._step()
-            stamps.append(time.perf_counter())
-
-        def evaluate(self, dev):  # not timed here: the benchmark is about training steps
-            return {"scores": {"overall": {"f1": 0.0}}, "speed": {}, "dev_loss": 0.0}
-
-    device = torch.device("cpu")
-    start = time.perf_counter()
-    trainer = Timed(model, task, recipe.trainer, device, amp_dtype(device, recipe.trainer.amp), Console(quiet=True))
-    trainer.fit(splits["train"], splits["dev"], lambda history: None)
-    train = splits["train"]
+    trainer, train, stamps, start = _common.timed_training(recipe)
     chars = sum(int(train.window_length[batch].sum()) for batch in trainer.sampler.batches[UNTIMED:steps])
     seconds = stamps[-1] - stamps[UNTIMED - 1]
     return {"step": seconds / (steps - UNTIMED), "chars": chars / seconds, "untimed": stamps[UNTIMED - 1] - start,

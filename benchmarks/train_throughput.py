@@ -27,27 +27,8 @@ import _common  # noqa: E402
 
 
 def ours(steps: int, warmup: int, decoder: str, size: str) -> dict:
-    from rich.console import Console
-
-    from nlpfw.device import amp_dtype
-    from nlpfw.trainer import Trainer
-
     recipe, _ = _common.recipe(decoder, size, max_steps=steps, epochs=1, log_every=1000, checkpoint_every=100000)
-    model, task, splits = _common.build(recipe)
-    train = splits["train"]
-    device = __import__("torch").device("cpu")
-    stamps: list[float] = []
-
-    class Timed(Trainer):
-        def _step(self) -> None:
-            super()._step()
-            stamps.append(time.perf_counter())
-
-        def evaluate(self, dev):  # not timed here: the benchmark is about training steps
-            return {"scores": {"overall": {"f1": 0.0}}, "speed": {}, "dev_loss": 0.0}
-
-    trainer = Timed(model, task, recipe.trainer, device, amp_dtype(device, recipe.trainer.amp), Console(quiet=True))
-    trainer.fit(train, splits["dev"], lambda history: None)
+    trainer, train, stamps, _ = _common.timed_training(recipe)
     chars = [int(train.window_length[batch].sum()) for batch in trainer.sampler.batches[:steps]]
     return {"seconds": stamps[-1] - stamps[warmup - 1], "chars": sum(chars[warmup:]), "amp": str(trainer.amp)}
 
