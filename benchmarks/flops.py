@@ -23,8 +23,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from nlpfw.dropout import use_fast_dropout  # noqa: E402
 from nlpfw.device import amp_dtype, autocast, keep_freed_memory  # noqa: E402
+from nlpfw.dropout import use_fast_dropout  # noqa: E402
 from nlpfw.sampler import LengthBucketSampler  # noqa: E402
 
 

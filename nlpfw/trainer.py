@@ -39,8 +39,8 @@ from transformers import get_linear_schedule_with_warmup
 from nlpfw import checkpoint, signals
 from nlpfw.corpus import EncodedSplit
 from nlpfw.distributed import SINGLE, Context
-from nlpfw.dropout import use_fast_dropout
 from nlpfw.device import autocast, keep_freed_memory, set_cpu_threads, synchronize
+from nlpfw.dropout import use_fast_dropout
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Callback, Task
 from nlpfw.model import Model, evaluate_split, main_score

@@ -281,7 +281,13 @@ def _attention(
     trainer's fast dropout (`nlpfw.dropout.Dropout` as the module's `dropout`): there SDPA takes
     its math path anyway and draws the mask with `bernoulli_`; this is the same math path with
     `nlpfw.dropout`'s cheaper mask."""
-    if not (dropout > 0.0 and module.training and query.device.type == "cpu" and isinstance(module.dropout, FastDropout)):
+    ours = (
+        dropout > 0.0 and module.training and query.device.type == "cpu"
+        and isinstance(getattr(module, "dropout", None), FastDropout)
+        and not kwargs.get("is_causal") and not getattr(module, "is_causal", False)  # an encoder's attention,
+        and key.shape[1] == query.shape[1]  # every head with its own keys (no grouped-query attention)
+    )  # fmt: skip
+    if not ours:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     scores = torch.matmul(query, key.transpose(2, 3)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
     if attention_mask is not None:  # sdpa_mask's: True where a query may attend to a key
