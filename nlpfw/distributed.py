@@ -155,28 +155,46 @@ class TorchrunReport:
 
     def show_root_cause(self) -> None:
         """The held traceback of the rank that failed first (all of them if torchrun said none)."""
-        first = self._root_rank()
+        cause = self._cause()
         for rank, lines in self.ranks.items():
-            if first is None or rank == first:
+            if cause is None or rank == cause[0]:
                 sys.stderr.writelines(lines)
         sys.stderr.flush()
 
-    def _root_rank(self) -> str | None:
-        rank = re.search(r"rank\s*:\s*(\d+)", "".join(self.held).split("Root Cause", 1)[-1])
-        return rank.group(1) if rank else None
+    ECHOES = ("Connection closed by peer", "Connection reset by peer")
+    FAILURE = re.compile(r"rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)")
+
+    def _failures(self) -> list[tuple[str, int]]:
+        """(rank, exit code) of each failure in torchrun's summary, its root cause first."""
+        others, _, root = "".join(self.held).partition("Root Cause")
+        return [(rank, int(code)) for rank, code in self.FAILURE.findall(root) + self.FAILURE.findall(others)]
+
+    def _echo(self, rank: str) -> bool:
+        """Whether the rank failed only because another rank's failure closed its connections."""
+        return any(echo in line for line in self.ranks.get(rank, []) for echo in self.ECHOES)
+
+    def _cause(self) -> tuple[str, int] | None:
+        """The failure to name: torchrun's root cause, unless that is a rank whose connection
+        another's failure closed (torchrun names whichever exits first: a race), then the first
+        failure that is not such an echo."""
+        failures = self._failures()
+        for rank, code in failures:
+            if not self._echo(rank):
+                return rank, code
+        return failures[0] if failures else None
 
     def first_failure(self) -> str | None:
-        """`rank 1 (killed by SIGKILL)` or `rank 0 (exit code 1)`: torchrun's root cause."""
-        text = "".join(self.held)
-        cause = text.split("Root Cause", 1)[-1]
-        rank = re.search(r"rank\s*:\s*(\d+)", cause)
-        code = re.search(r"exitcode\s*:\s*(-?\d+)", cause)
-        if rank is None or code is None:
+        """`rank 1 (killed by SIGKILL)` or `rank 0 (exit code 1)`: torchrun's root cause, or
+        the rank behind it when that is an echo (then without a signal torchrun itself sent)."""
+        cause = self._cause()
+        if cause is None:
             return None
-        number = int(code.group(1))
+        rank, number = cause
         if number < 0:
+            if self._failures()[0][0] != rank:
+                return f"rank {rank}"  # stopped by torchrun after the echo; its own error is above
             try:
-                return f"rank {rank.group(1)} (killed by {signal.Signals(-number).name})"
+                return f"rank {rank} (killed by {signal.Signals(-number).name})"
             except ValueError:
                 pass
-        return f"rank {rank.group(1)} (exit code {number})"
+        return f"rank {rank} (exit code {number})"

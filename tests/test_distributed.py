@@ -129,3 +129,54 @@ def test_a_rank_error_with_nproc_is_one_line_not_torchruns_report(tmp_path, data
         f"others; no checkpoint had been written yet. Once the cause is fixed: nlpfw run {RECIPE} {again} -o {output} "
         "--overwrite --nproc 2. The first to fail: rank 0 (exit code 1)"
     )
+
+
+SUMMARY = """E1202 04:45:00.000000 123 torch/distributed/elastic/multiprocessing/api.py:900] failed (exitcode: 1)
+Traceback (most recent call last):
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+============================================================
+nlpfw FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  time      : 2026-12-02_04:45:00
+  host      : localhost
+  rank      : {other} (local_rank: {other})
+  exitcode  : {other_code} (pid: 11)
+  error_file: <N/A>
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-02_04:45:00
+  host      : localhost
+  rank      : {root} (local_rank: {root})
+  exitcode  : {root_code} (pid: 12)
+  error_file: <N/A>
+============================================================
+"""
+
+
+TRACE = "[rank1]: Traceback (most recent call last):\n[rank1]: boom\n"
+
+
+@pytest.mark.parametrize(
+    ("root_code", "other_code", "echo", "named", "shown"),
+    [(1, 1, True, "rank 0 (exit code 1)", ""), (1, -15, True, "rank 0", ""),
+     (-9, -15, False, "rank 1 (killed by SIGKILL)", TRACE), (1, 1, False, "rank 1 (exit code 1)", TRACE)],
+)  # fmt: skip
+def test_the_report_names_the_rank_behind_a_closed_connection(capsys, root_code, other_code, echo, named, shown):
+    """torchrun names whichever rank exits first; a rank that only lost its connection to the
+    failing one (an echo) can win that race, and then the report looks past it."""
+    from nlpfw.distributed import TorchrunReport
+
+    report = TorchrunReport()
+    report.feed("Error: dataset.path: folder not found: /nope\n")  # rank 0's own error, as printed
+    report.feed("[rank1]: Traceback (most recent call last):\n")
+    report.feed("[rank1]: RuntimeError: [pair.cc:553] Connection closed by peer [127.0.0.1]:1456.\n" if echo else "[rank1]: boom\n")
+    for line in SUMMARY.format(root=1, root_code=root_code, other=0, other_code=other_code).splitlines(keepends=True):
+        report.feed(line)
+    report.show_root_cause()
+    assert report.first_failure() == named
+    err = capsys.readouterr().err
+    assert err.startswith("Error: dataset.path: folder not found: /nope\n")
+    assert err.removeprefix("Error: dataset.path: folder not found: /nope\n") == shown
