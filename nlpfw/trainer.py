@@ -165,12 +165,9 @@ class TrainBatch:
         (mixed precision, loss scaling, the share of an accumulated or distributed batch): the
         gradients add to the parameters'. `last`: the callback's last pass on this batch, the
         one whose backward averages the gradients over the ranks on a stepping batch."""
-        trainer = self.trainer
         sync = last and self.boundary
-        with trainer._no_sync(not sync), autocast(trainer.device, trainer.amp):
-            loss = trainer.ddp(self.inputs)
-        with trainer._no_sync(not sync):
-            trainer.scaler.scale(trainer._share(loss, self.index)).backward()
+        loss = self.trainer._forward(self.inputs, sync)
+        self.trainer._backward(loss, self.index, sync)
         self.synced = self.synced or sync
         return loss.detach()
 
@@ -357,12 +354,10 @@ class Trainer:
                 with out_of_memory(batch, "trainer.batch_size", cfg.batch_size, self.position.epoch, index + 1):
                     for callback in self.callbacks:
                         callback.on_batch_start(self, step)
-                    with self._no_sync(not sync), autocast(self.device, self.amp):
-                        loss = self.ddp(batch)
+                    loss = self._forward(batch, sync)
                     step.loss = loss.detach()
                     if not self._skip(loss, index, first_bad):
-                        with self._no_sync(not sync):
-                            self.scaler.scale(self._share(loss, index)).backward()
+                        self._backward(loss, index, sync)
                         step.synced = sync
                         running += loss.detach().float()
                         for callback in self.callbacks:
@@ -403,6 +398,17 @@ class Trainer:
             return True
         first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), index, first_bad))
         return False
+
+    def _forward(self, batch: dict[str, torch.Tensor], sync: bool) -> torch.Tensor:
+        """The batch's training loss, in mixed precision; `sync`: DDP will average this pass's
+        gradients over the ranks."""
+        with self._no_sync(not sync), autocast(self.device, self.amp):
+            return self.ddp(batch)
+
+    def _backward(self, loss: torch.Tensor, index: int, sync: bool) -> None:
+        """Back-propagate batch `index`'s share of `loss` (`_share`), scaled for fp16."""
+        with self._no_sync(not sync):
+            self.scaler.scale(self._share(loss, index)).backward()
 
     def _share(self, loss: torch.Tensor, index: int) -> torch.Tensor:
         """The loss to back-propagate: its share of an accumulated batch and, in a distributed

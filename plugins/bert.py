@@ -37,6 +37,7 @@ from nlpfw.dropout import dropout as fast_dropout
 from nlpfw.errors import DataError
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Encoder, EncoderConfig
+from nlpfw.model import WEIGHTS  # the model folder's weights file
 
 SIZE_DEFAULTS = {  # from-scratch architecture: bert-base's unless the recipe says otherwise
     "hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072,
@@ -315,7 +316,6 @@ class _CharTable(dict):
         return value
 
 
-WEIGHTS = "model.safetensors"
 PREFIX = "encoder.bert."  # the BERT's weights in an nlpfw model's model.safetensors
 
 

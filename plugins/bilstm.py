@@ -84,8 +84,6 @@ class BiLstmConfig(EncoderConfig):
         return self
 
 
-
-
 class BiLstmEncoder(Encoder):
     config_model = BiLstmConfig
     config: BiLstmConfig

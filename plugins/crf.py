@@ -227,12 +227,13 @@ class _LogPartition(torch.autograd.Function):
             sums[t] = torch.where(on[t], total, sums[t])
         ends = (end64 - end64.max()).exp()
         sums[chars] = (alpha * ends).sum(dim=1, keepdim=True)  # the end transition, as a last step
-        log_z = sums.log().sum(dim=0).squeeze(1) + (tops.squeeze(2) + shift).sum(dim=0)
-        # the shifts taken out: start's max and end's max once, transitions' max once per step
-        # after the first, emissions' maxima once per character (padding's too: added back here)
-        lengths = mask.sum(dim=1)
-        log_z = log_z + start64.max() + end64.max() - shift - (tops.squeeze(2) * ~mask.T).sum(dim=0)
-        log_z = log_z + shift * (lengths - chars).double()  # no transition after a row's end
+        # the shifts taken out, added back: start's and end's maxima once, the transitions'
+        # once for each of a row's length - 1 steps, the emissions' once for each character
+        # inside the row (a padding step's sum is 1: its log adds nothing)
+        log_z = (
+            sums.log().sum(dim=0).squeeze(1) + (tops.squeeze(2) * mask.T).sum(dim=0)
+            + shift * (mask.sum(dim=1) - 1) + start64.max() + end64.max()
+        )  # fmt: skip
         ctx.save_for_backward(phi, m, alphas, sums, ends, mask)
         ctx.dtypes = (emissions.dtype, start.dtype, transitions.dtype, end.dtype)
         return log_z

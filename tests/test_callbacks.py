@@ -19,7 +19,7 @@ import subprocess
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 
 import click
 import pytest
@@ -35,7 +35,7 @@ from nlpfw.errors import RecipeError
 from nlpfw.hookspecs import hookimpl
 from nlpfw.interfaces import Callback, Config
 from nlpfw.recipe import load_recipe
-from nlpfw.trainer import TrainBatch
+from nlpfw.trainer import TrainBatch, Trainer
 from nlpfw_plugins.adversarial import FGM, PGD, AdversarialConfig, PGDConfig
 from nlpfw_plugins.ema import EMA, EMAConfig
 
@@ -114,11 +114,15 @@ class TinyModel(nn.Module):
 
 
 def fake_trainer(model: nn.Module, accumulate: int = 1) -> SimpleNamespace:
-    return SimpleNamespace(
+    """What TrainBatch.forward_backward reads of a trainer, its passes the Trainer's own."""
+    trainer = SimpleNamespace(
         model=model, ddp=model, device=torch.device("cpu"), amp=None,
         scaler=torch.amp.GradScaler("cpu", enabled=False),
         _no_sync=lambda skip: nullcontext(), _share=lambda loss, index: loss / accumulate,
     )  # fmt: skip
+    trainer._forward = MethodType(Trainer._forward, trainer)
+    trainer._backward = MethodType(Trainer._backward, trainer)
+    return trainer
 
 
 BATCH = {"input_ids": torch.tensor([[1, 2, 3, 4], [5, 1, 7, 0]]), "gold": torch.tensor([[0, 1, 2, 1], [2, 2, 0, 1]])}
