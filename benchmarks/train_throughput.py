@@ -9,6 +9,11 @@ default random batches and with `train_sampling_strategy="group_by_length"`. Thr
 real characters (not padding) per second over the steps after the warm-up.
 
     flock /tmp/nlpfw-cpu.lock .venv/bin/python benchmarks/train_throughput.py [--size quickstart] [--steps 16 --warmup 4]
+        [--rounds 3] [--sides ours hf-grouped]
+
+With `--rounds N` every side runs N times, the sides alternating round by round, and each
+side's figure is its median: on a shared machine whose speed drifts, one pass of the sides one
+after the other can favour whichever ran in a fast minute.
 
 Needs the `bench` extra (accelerate, for Hugging Face's Trainer): pip install -e ".[bench]"
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -81,10 +87,10 @@ def hugging_face(steps: int, warmup: int, grouped: bool, size: str) -> dict:
 
 
 SIDES = {
-    "nlpfw (crf.v1)": ["--side", "ours"],
-    "nlpfw (softmax.v1)": ["--side", "ours-softmax"],
-    "HF Trainer (random batches)": ["--side", "hf"],
-    "HF Trainer (group_by_length)": ["--side", "hf-grouped"],
+    "ours": "nlpfw (crf.v1)",
+    "ours-softmax": "nlpfw (softmax.v1)",
+    "hf": "HF Trainer (random batches)",
+    "hf-grouped": "HF Trainer (group_by_length)",
 }
 
 
@@ -95,7 +101,9 @@ def main() -> None:
     parser.add_argument("--size", choices=_common.SIZES, default="bert-base",
                         help="bert-base: 12 layers, 768 wide, batch 24; quickstart: recipes/quickstart.toml as it is "
                              "(2 layers, 128 wide, batch 32)")  # fmt: skip
-    parser.add_argument("--side", choices=["ours", "ours-softmax", "hf", "hf-grouped"], help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each side, alternating; the median is shown")
+    parser.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES), help="the sides to run")
+    parser.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         if args.side.startswith("ours"):
@@ -108,21 +116,28 @@ def main() -> None:
     bert = recipe.encoder.config
     _common.header(f"training throughput: nlpfw Trainer vs Hugging Face Trainer ({args.size} size: {bert.num_layers} "
                    f"layers, hidden {bert.hidden_size}, batch {recipe.trainer.batch_size})")  # fmt: skip
-    print(f"{args.steps} optimizer steps each, the first {args.warmup} untimed; each side in a fresh process")
+    print(f"{args.steps} optimizer steps each, the first {args.warmup} untimed; each side in a fresh process"
+          + (f"; {args.rounds} rounds, the sides alternating, medians shown" if args.rounds > 1 else ""))
+    runs: dict[str, list[dict]] = {side: [] for side in args.sides}
+    for _ in range(args.rounds):
+        for side in args.sides:
+            command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--warmup", str(args.warmup),
+                       "--size", args.size]  # fmt: skip
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            runs[side].append(json.loads(output.split("RESULT ", 1)[1]))
     rates = {}
-    for name, side in SIDES.items():
-        run = [sys.executable, __file__, *side, "--steps", str(args.steps), "--warmup", str(args.warmup), "--size", args.size]
-        output = subprocess.run(run, capture_output=True, text=True, check=True).stdout
-        result = json.loads(output.split("RESULT ", 1)[1])
-        rates[name] = result["chars"] / result["seconds"]
-        step = result["seconds"] / (args.steps - args.warmup)
-        print(f"{name:30s} {rates[name]:8.0f} chars/s   {step * 1000:6.0f} ms/step")
-    base = rates["HF Trainer (random batches)"]
-    for name in SIDES:
-        if name.startswith("nlpfw"):
-            print(f"{name} / HF Trainer: {rates[name] / base:.2f}x (random batches), "
-                  f"{rates[name] / rates['HF Trainer (group_by_length)']:.2f}x (group_by_length)")  # fmt: skip
-
+    for side, results in runs.items():
+        each = [result["chars"] / result["seconds"] for result in results]
+        rates[side] = statistics.median(each)
+        step = statistics.median(result["seconds"] for result in results) / (args.steps - args.warmup)
+        spread = f"   (runs: {' '.join(f'{rate:.0f}' for rate in each)})" if len(each) > 1 else ""
+        print(f"{SIDES[side]:30s} {rates[side]:8.0f} chars/s   {step * 1000:6.0f} ms/step{spread}")
+    for side in rates:
+        if side.startswith("ours"):
+            against = [f"{rates[side] / rates[hf]:.2f}x ({'random batches' if hf == 'hf' else 'group_by_length'})"
+                       for hf in ("hf", "hf-grouped") if hf in rates]  # fmt: skip
+            if against:
+                print(f"{SIDES[side]} / HF Trainer: {', '.join(against)}")
 
 if __name__ == "__main__":
     main()
