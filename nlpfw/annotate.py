@@ -20,6 +20,7 @@ method writes the prediction records.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,11 +48,17 @@ def output_formats(registry: Any) -> dict[str, type]:
     return formats
 
 
-def check_output_format(output_format: str, registry: Any) -> None:
-    """An error naming the formats when no dataset writes `output_format`."""
+def check_output_format(output_format: str, registry: Any, options: dict[str, str] | None = None) -> None:
+    """An error naming the formats when no dataset writes `output_format`, or naming an
+    `--option` its `prediction_file` does not take (keywords after records and model_version)."""
     known = output_formats(registry)
     if output_format != JSONL and output_format not in known:
         raise NlpfwError(f"--output-format: unknown format {output_format!r}; formats: {', '.join([JSONL, *known])}")
+    takes = [] if output_format == JSONL else list(inspect.signature(known[output_format].prediction_file).parameters)[2:]
+    for key in options or {}:
+        if key not in takes:
+            raise NlpfwError(f"--option {key}: the {output_format} output takes no such option; "
+                             f"it takes: {', '.join(takes) or 'none'}")  # fmt: skip
 
 
 @dataclass
@@ -130,10 +137,12 @@ def render(
     model_version: str,
     rank: bool,
     registry: Any,
+    options: dict[str, str] | None = None,
 ) -> tuple[str, list[int]]:
     """The output file's text for input `records` (`{"text", "id"?}`) and their predictions, and
     the order the texts are in (by uncertainty with `rank`, else input order). Each prediction
-    record is `{**record, **fields}`, with the text's `confidence` when it has one."""
+    record is `{**record, **fields}`, with the text's `confidence` when it has one; `options`
+    go to the tool format's `prediction_file` (`predict --option`)."""
     order = uncertainty_order(predicted) if rank else list(range(len(records)))
     lines = []
     for index in order:
@@ -142,6 +151,6 @@ def render(
             out["confidence"] = predicted[index].score
         lines.append(out)
     if output_format != JSONL:
-        check_output_format(output_format, registry)
-        return output_formats(registry)[output_format].prediction_file(lines, model_version), order
+        check_output_format(output_format, registry, options)
+        return output_formats(registry)[output_format].prediction_file(lines, model_version, **(options or {})), order
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), order

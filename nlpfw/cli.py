@@ -411,6 +411,9 @@ def evaluate(
 @click.option("--rank", type=click.Choice(["uncertainty"]), default=None,
               help="Order the texts from least to most confident, with a confidence per text and per annotation.")  # fmt: skip
 @click.option("--model-version", default=None, help="Label Studio's model_version (default: the run folder's name).")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the --output-format writer (label-studio: from_name=NAME and to_name=NAME, the "
+                   "labeling config's control and object; text_field=NAME, the task data field).")  # fmt: skip
 @DEVICE
 @BATCH
 @click.pass_context
@@ -418,7 +421,7 @@ def evaluate(
 def predict(
     ctx: click.Context, run_dir: Path, texts: tuple[str, ...], input_file: Path | None, form: str,
     output: Path | None, submission: bool, split: str | None, output_format: str, rank: str | None,
-    model_version: str | None, device: str, batch_size: int,
+    model_version: str | None, options: tuple[str, ...], device: str, batch_size: int,
 ) -> None:  # fmt: skip
     """Predict with a trained model: JSON lines, one per text (NER: entities with character
     offsets; a classifier: the label and its scores)."""
@@ -431,6 +434,9 @@ def predict(
     sources = sum(bool(x) for x in (texts, input_file, split or submission))
     if sources != 1:
         raise NlpfwError("give texts, --input FILE, or --split/--submission (exactly one of them)")
+    given = key_values(options)
+    if given and output_format == "jsonl":
+        raise NlpfwError("--option is for a tool's --output-format (label-studio); the JSON lines take none")
     if output is not None:
         io.check_writable(output)  # before the work, not after it
     model, registry = _load(ctx, run_dir, device)
@@ -448,11 +454,11 @@ def predict(
     if output_format != "jsonl" or rank:
         from nlpfw.annotate import check_output_format
 
-        check_output_format(output_format, registry)
+        check_output_format(output_format, registry, given)
         if submission:
             raise NlpfwError("--submission writes its own format; leave out --output-format and --rank")
         _annotate(model, registry, records, output_format, rank, model_version or Path(run_dir).resolve().name,
-                  output, batch_size, console)  # fmt: skip
+                  output, batch_size, console, given)  # fmt: skip
         return
     with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, disable=len(records) <= 2048) as progress:  # fmt: skip
@@ -472,16 +478,28 @@ def predict(
         console.print(f"Wrote {len(lines):,} predictions to {output}")
 
 
+def key_values(items: tuple[str, ...]) -> dict[str, str]:
+    """`--option KEY=VALUE` items as a dict; an error naming a malformed one."""
+    given: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise NlpfwError(f"--option: expected KEY=VALUE, not {item!r}")
+        given[key.strip()] = value
+    return given
+
+
 def _annotate(
     model: Any, registry: Any, records: list[dict[str, Any]], output_format: str, rank: str | None,
-    model_version: str, output: Path | None, batch_size: int, console: Console,
+    model_version: str, output: Path | None, batch_size: int, console: Console, options: dict[str, str],
 ) -> None:  # fmt: skip
     """`predict --output-format/--rank`: pre-annotations for a tool, or texts ranked by uncertainty."""
     from nlpfw import io
     from nlpfw.annotate import predictions, render
 
     predicted = predictions(model, [r["text"] for r in records], batch_size, scored=bool(rank) or output_format != "jsonl")
-    content, _ = render(records, predicted, output_format, model_version, rank=bool(rank), registry=registry)
+    content, _ = render(records, predicted, output_format, model_version, rank=bool(rank), registry=registry,
+                        options=options)
     if output is None:
         click.echo(content, nl=False)
         return
@@ -503,7 +521,8 @@ def _annotate(
 @click.option("--text-field", default="text", show_default=True,
               help="The field holding the text (Label Studio: the task data field; text-labels: the field or column).")  # fmt: skip
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="An option of the reader or the writer (label-studio: result_type=choices, from_name=NAME, annotator=WHO; "
+              help="An option of the reader or the writer (label-studio: result_type=choices, from_name=NAME, "
+                   "to_name=NAME, annotator=WHO; "
                    "doccano: project=text_classification; text-labels: label_field=NAME, label_separator=|, format=csv).")  # fmt: skip
 @click.pass_context
 @user_errors
@@ -516,13 +535,7 @@ def convert(
     from nlpfw.convert import convert as convert_corpus
 
     _, registry = _plugins(ctx)
-    given: dict[str, str] = {}
-    for item in options:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise NlpfwError(f"--option: expected KEY=VALUE, not {item!r}")
-        given[key.strip()] = value
-    done = convert_corpus(source, target, source_format, target_format, registry, on_error, text_field, given)
+    done = convert_corpus(source, target, source_format, target_format, registry, on_error, text_field, key_values(options))
     click.echo(f"Read {done.texts:,} texts ({done.source_format}; {done.labelled:,} labelled, {done.annotations:,} "
                f"annotations); wrote {done.written:,} to {target} ({target_format})")  # fmt: skip
     for note in done.notes:

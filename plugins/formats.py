@@ -446,13 +446,24 @@ def label_studio_tasks(
     predicted: Sequence[ScoredSpans | ScoredClasses] | None = None,
     model_version: str = "nlpfw",
     text_field: str = "text",
+    from_name: str | None = None,
+    to_name: str = "text",
 ) -> list[dict[str, Any]]:
     """Label Studio tasks (`[{"data": {text_field: ...}, ...}]`, importable as they are): gold
     spans or classes as an `annotations` entry, `predicted` ones as `predictions`
     (pre-annotations) with `model_version`, the text's `score` and a `score` per region or
-    choice. Region names match Label Studio's *Named Entity Recognition* template (`<Labels
-    name="label" toName="text">`), choices its *Text Classification* template (`<Choices
-    name="sentiment" toName="text">`)."""
+    choice. Results name the labeling config's control `from_name` and object `to_name`; by
+    default those of Label Studio's *Named Entity Recognition* template (`<Labels name="label"
+    toName="text">`) for regions and of its *Text Classification* template (`<Choices
+    name="sentiment" toName="text">`) for choices."""
+    region_names = (from_name or "label", to_name)
+    choice_names = (from_name or CHOICES_NAMES[0], to_name)
+
+    def result_list(text: str, gold: Any, key: str) -> list[dict[str, Any]]:
+        if is_classes(gold):
+            return [label_studio_choices(gold, f"{key}0", names=choice_names)]
+        return [label_studio_result(text, span, f"{key}{k}", names=region_names) for k, span in enumerate(gold)]
+
     tasks = []
     for index, example in enumerate(examples):
         data: dict[str, Any] = {text_field: example.text}
@@ -460,18 +471,14 @@ def label_studio_tasks(
             data["id"] = example.id
         task: dict[str, Any] = {"data": data}
         if example.gold is not None:
-            if is_classes(example.gold):
-                result = [label_studio_choices(example.gold, f"t{index}a0")]
-            else:
-                result = [label_studio_result(example.text, s, f"t{index}a{k}") for k, s in enumerate(example.gold)]
-            task["annotations"] = [{"result": result}]
+            task["annotations"] = [{"result": result_list(example.text, example.gold, f"t{index}a")}]
         if predicted is not None:
             scored = predicted[index]
             if isinstance(scored, ScoredClasses):
-                result = [label_studio_choices(scored.labels, f"t{index}p0", scored.score)] if scored.labels else []
+                result = [label_studio_choices(scored.labels, f"t{index}p0", scored.score, choice_names)] if scored.labels else []
             else:
                 scores = scored.scores or [None] * len(scored.spans)
-                result = [label_studio_result(example.text, s, f"t{index}p{k}", score)
+                result = [label_studio_result(example.text, s, f"t{index}p{k}", score, region_names)
                           for k, (s, score) in enumerate(zip(scored.spans, scores))]  # fmt: skip
             prediction: dict[str, Any] = {"model_version": model_version, "result": result}
             if scored.score is not None:

@@ -82,9 +82,14 @@ class LabelStudio(ExportDataset):
         return read_label_studio(path, bad, options)
 
     @classmethod
-    def write_file(cls, examples: Sequence[Example], text_field: str = "text") -> tuple[str, int, list[str]]:
-        """(Label Studio tasks holding the spans or the classes as an annotation; every text written; no notes)."""
-        return json_list(label_studio_tasks(examples, text_field=text_field)), len(examples), []
+    def write_file(cls, examples: Sequence[Example], text_field: str = "text", from_name: str | None = None,
+                   to_name: str = "text") -> tuple[str, int, list[str]]:  # fmt: skip
+        """(Label Studio tasks holding the spans or the classes as an annotation; every text
+        written; no notes). `from_name`/`to_name`: the labeling config's control and object
+        names the results give (default: Label Studio's templates', `label` or `sentiment`, and
+        `text`)."""
+        tasks = label_studio_tasks(examples, text_field=text_field, from_name=from_name, to_name=to_name)
+        return json_list(tasks), len(examples), []
 
     @classmethod
     def detect_format(cls, path: Path, first: str) -> str | None:
@@ -95,12 +100,14 @@ class LabelStudio(ExportDataset):
         return None
 
     @classmethod
-    def prediction_file(cls, records: Sequence[dict[str, Any]], model_version: str) -> str:
+    def prediction_file(cls, records: Sequence[dict[str, Any]], model_version: str, text_field: str = "text",
+                        from_name: str | None = None, to_name: str = "text") -> str:  # fmt: skip
         """Tasks with the prediction records' entities (a `labels` region each) or classes (a
         `choices` result) as pre-annotations (`predictions`, with their confidences as scores),
-        for `nlpfw predict --output-format label-studio`."""
+        for `nlpfw predict --output-format label-studio`; `--option text_field=`, `from_name=`,
+        `to_name=` match another labeling config (as `write_file`)."""
         examples, predicted = from_records(records)
-        return json_list(label_studio_tasks(examples, predicted, model_version))
+        return json_list(label_studio_tasks(examples, predicted, model_version, text_field, from_name, to_name))
 
 
 @hookimpl

@@ -64,6 +64,40 @@ def test_label_studio_pre_annotations_import_back_as_the_same_spans(run_dir, mod
     assert [e.gold for e in back] == expected and [e.id for e in back] == [f"p{i}" for i in range(len(pool))]
 
 
+def test_label_studio_pre_annotations_name_another_labeling_configs_control_and_field(run_dir, model, pool, tmp_path):
+    # a project labelled with <Labels name="ner" toName="content"/> and <Text name="content" value="$body"/>
+    out = tmp_path / "tasks.json"
+    options = ["--option", "from_name=ner", "--option", "to_name=content", "--option", "text_field=body"]
+    result = invoke("predict", run_dir, *pool[:5], "--output-format", "label-studio", *options, "--output", out)
+    assert result.exit_code == 0, result.output
+    tasks = json.loads(out.read_text(encoding="utf-8"))
+    assert [t["data"] for t in tasks] == [{"body": t} for t in pool[:5]]
+    regions = [region for task in tasks for region in task["predictions"][0]["result"]]
+    assert regions and {(r["from_name"], r["to_name"]) for r in regions} == {("ner", "content")}
+    for task in tasks:
+        task["annotations"] = [{"id": 1, "result": task["predictions"][0]["result"]}]
+    (tmp_path / "export.json").write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    config = LabelStudioConfig(path=str(tmp_path), train="export.json", dev="export.json", text_field="body", from_name="ner")
+    back = LabelStudio(config, tmp_path).read_all(tmp_path / "export.json", "test")
+    assert [e.gold for e in back] == model.predictions(pool[:5])
+    # convert reads that project's control and writes it again
+    copy = tmp_path / "copy.json"
+    result = invoke("convert", tmp_path / "export.json", copy, "--to", "label-studio", "--text-field", "body",
+                    "--option", "from_name=ner", "--option", "to_name=content")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    copied = json.loads(copy.read_text(encoding="utf-8"))
+    assert [[(r["from_name"], r["to_name"], r["value"]) for r in t["annotations"][0]["result"]] for t in copied] == [
+        [(r["from_name"], r["to_name"], r["value"]) for r in t["predictions"][0]["result"]] for t in tasks]
+    # an option the writer does not take, and options with the JSON lines, are refused before any work
+    result = invoke("predict", run_dir, pool[0], "--output-format", "label-studio", "--option", "from=ner")
+    assert result.exit_code != 0
+    assert "--option from: the label-studio output takes no such option; it takes: text_field, from_name, to_name" in result.output
+    result = invoke("predict", run_dir, pool[0], "--option", "from_name=ner")
+    assert result.exit_code != 0 and "--option is for a tool's --output-format (label-studio)" in result.output
+    result = invoke("predict", run_dir, pool[0], "--output-format", "doccano", "--option", "from_name=ner")
+    assert result.exit_code != 0 and "the doccano output takes no such option; it takes: none" in result.output
+
+
 def test_doccano_output_imports_back_as_the_same_spans(run_dir, model, pool, tmp_path):
     texts = tmp_path / "pool.txt"
     texts.write_text("\n".join(pool) + "\n", encoding="utf-8")
