@@ -127,7 +127,7 @@ def corpus_key(
     parts = {
         "format": FORMAT,
         "nlpfw": __version__,
-        "dataset": [dataset_section.type, dataset_section.config.model_dump(mode="json")],
+        "dataset": [dataset_section.type, dataset_section.config.content_settings()],
         "files": {name: [file_digest(Path(f)) for f in paths or ()] for name, paths in files.items()},
         "task": [task_section.type, task_section.config.model_dump(mode="json")],
         "encoder": fingerprint,

@@ -39,9 +39,18 @@ if TYPE_CHECKING:
 
 
 class Config(BaseModel):
-    """Base of every component's options: unknown keys are rejected, values are checked."""
+    """Base of every component's options: unknown keys are rejected, values are checked.
+
+    `not_content` names the options that change how the data is fetched but never what it holds
+    (a dataset's `download` switch and `url`): the caches keyed on a component's settings
+    (tokenised corpora, self-trained vectors) leave them out, through `content_settings`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    not_content: ClassVar[frozenset[str]] = frozenset()
+
+    def content_settings(self) -> dict[str, Any]:
+        """The options as JSON values, less `not_content`: what a cache key holds of them."""
+        return self.model_dump(mode="json", exclude=set(self.not_content))
 
 
 @dataclass(frozen=True, order=True, slots=True)

@@ -138,7 +138,7 @@ def source_key(source: Source, registry: Any, data_root: Path | None) -> Any:
     files = dataset.files(source.split)
     if files is None:
         return None
-    return ["split", recipe.dataset.type, recipe.dataset.config.model_dump(mode="json"), source.split,
+    return ["split", recipe.dataset.type, recipe.dataset.config.content_settings(), source.split,
             [file_digest(Path(f)) for f in files]]  # fmt: skip
 
 

@@ -43,6 +43,7 @@ class CluenerConfig(Config):
         "false, or unset: only where path is relative (a folder under the data root)",
     )  # fmt: skip
     url: str = Field(default=CLUENER_URL, description="where download fetches the release zip from: a URL or a local path")
+    not_content = frozenset({"download", "url"})  # the files' own digests key the caches
 
 
 class Cluener(Dataset):

@@ -73,6 +73,33 @@ def test_a_changed_file_option_or_switch_misses_the_cache(recipe, data_root, tmp
     assert cache_dir() is None and not prepare(recipe, data_root).cached
 
 
+def test_how_the_data_is_fetched_is_not_part_of_the_key(recipe, data_root, tmp_path, monkeypatch, registry):
+    # download and url decide where the files come from, not what they hold (their digests are keyed)
+    monkeypatch.setenv("NLPFW_CACHE_DIR", str(tmp_path / "cache"))
+    first = prepare(recipe, data_root)
+    path = f'dataset.path="{recipe.dataset.config.path}"'
+    fetched = load_recipe(ROOT / "recipes" / "quickstart.toml", registry,
+                          [*TINY, path, "trainer.window=24", "trainer.stride=8", "dataset.download=false",
+                           'dataset.url="/mirror/cluener_public.zip"'])  # fmt: skip
+    again = prepare(fetched, data_root)
+    assert again.cached and again.key == first.key
+    limited = load_recipe(ROOT / "recipes" / "quickstart.toml", registry,
+                          [*TINY, path, "trainer.window=24", "trainer.stride=8", "dataset.limit=20"])  # fmt: skip
+    assert prepare(limited, data_root).key != first.key
+    # and the vectors' cache keys a recipe's split the same way
+    from nlpfw.vectors import Source, source_key
+
+    recipes = []
+    for extra in ([], ["download = false", 'url = "/mirror/cluener_public.zip"'], ["limit = 20"]):
+        text = "\n".join(["[task]", 'type = "ner.v1"', "[dataset]", 'type = "cluener.v1"',
+                          f'path = "{recipe.dataset.config.path}"', *extra, "[encoder]", 'type = "bilstm.v1"',
+                          "[decoder]", 'type = "crf.v1"'])  # fmt: skip
+        recipes.append(tmp_path / f"r{len(recipes)}.toml")
+        recipes[-1].write_text(text + "\n", encoding="utf-8")
+    keys = [source_key(Source("split", r, "train"), registry, data_root) for r in recipes]
+    assert keys[0] == keys[1] != keys[2]
+
+
 def test_a_half_written_entry_is_never_read(recipe, data_root, tmp_path, monkeypatch):
     monkeypatch.setenv("NLPFW_CACHE_DIR", str(tmp_path / "cache"))
     first = prepare(recipe, data_root)
