@@ -88,7 +88,7 @@ def test_label_studio_pre_annotations_name_another_labeling_configs_control_and_
     copied = json.loads(copy.read_text(encoding="utf-8"))
     assert [[(r["from_name"], r["to_name"], r["value"]) for r in t["annotations"][0]["result"]] for t in copied] == [
         [(r["from_name"], r["to_name"], r["value"]) for r in t["predictions"][0]["result"]] for t in tasks]
-    # an option the writer does not take, and options with the JSON lines, are refused before any work
+    # an option the writer does not take, and options with the JSON lines, are refused before predicting
     result = invoke("predict", run_dir, pool[0], "--output-format", "label-studio", "--option", "from=ner")
     assert result.exit_code != 0
     assert "--option from: the label-studio output takes no such option; it takes: text_field, from_name, to_name" in result.output
