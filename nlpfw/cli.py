@@ -315,6 +315,18 @@ def _launch(
     )
 
 
+class InputForm(click.Choice):
+    """`predict --format`: the form of --input; a value that is not one points to --output-format,
+    where the tools' formats go."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r} is not one of {', '.join(map(str, self.choices))}: --format is the form of --input; "
+                      f"the output's format is --output-format (e.g. --output-format {value})", param, ctx)  # fmt: skip
+
+
 def _load(ctx: click.Context, run_dir: Path, device: str) -> tuple[Any, Any]:
     from nlpfw.device import resolve_device
     from nlpfw.errors import DeviceError
@@ -397,7 +409,7 @@ def evaluate(
 @click.argument("texts", nargs=-1)
 @click.option("--input", "input_file", type=click.Path(path_type=Path), default=None,
               help="Texts to predict on: plain lines, or JSON lines with \"text\" (and \"id\").")  # fmt: skip
-@click.option("--format", "form", type=click.Choice(["auto", "text", "jsonl"]), default="auto", show_default=True,
+@click.option("--format", "form", type=InputForm(["auto", "text", "jsonl"]), default="auto", show_default=True,
               help="Form of --input; auto: JSON lines for .json/.jsonl, else plain lines.")  # fmt: skip
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Write JSON lines here (default: print them).")  # fmt: skip

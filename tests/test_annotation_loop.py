@@ -96,6 +96,11 @@ def test_label_studio_pre_annotations_name_another_labeling_configs_control_and_
     assert result.exit_code != 0 and "--option is for a tool's --output-format (label-studio)" in result.output
     result = invoke("predict", run_dir, pool[0], "--output-format", "doccano", "--option", "from_name=ner")
     assert result.exit_code != 0 and "the doccano output takes no such option; it takes: none" in result.output
+    # --format is the input's form; a tool's name there points to --output-format
+    result = invoke("predict", run_dir, pool[0], "--format", "label-studio")
+    assert result.exit_code != 0, result.output
+    assert ("'label-studio' is not one of auto, text, jsonl: --format is the form of --input; the output's format is "
+            "--output-format (e.g. --output-format label-studio)") in result.output  # fmt: skip
 
 
 def test_doccano_output_imports_back_as_the_same_spans(run_dir, model, pool, tmp_path):
