@@ -155,24 +155,14 @@ def tag_marginals(
     start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor, emissions: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
     """Per-character tag marginals [batch, chars, tags] of a linear-chain CRF with start [tags],
-    transition [tags, tags] and end [tags] scores (forbidden moves may be -inf), by the
-    forward-backward algorithm in log space and float64. `mask` is left-aligned and every row
-    starts on; positions outside it are 0."""
-    scores, on = emissions.double().transpose(0, 1), mask.T  # time first
-    steps = scores.shape[0]
-    trans, last = transitions.double().unsqueeze(0), end.double().expand(scores.shape[1], -1)
-    alphas = [start.double() + scores[0]]  # log-scores of the prefixes ending in each tag
-    for t in range(1, steps):
-        step = torch.logsumexp(alphas[-1].unsqueeze(2) + trans, dim=1) + scores[t]
-        alphas.append(torch.where(on[t].unsqueeze(1), step, alphas[-1]))
-    betas = [last]  # log-scores of the suffixes after each tag, the end transition included
-    for t in range(steps - 2, -1, -1):
-        step = torch.logsumexp(trans + (scores[t + 1] + betas[-1]).unsqueeze(1), dim=2)
-        betas.append(torch.where(on[t + 1].unsqueeze(1), step, last))
-    alpha, beta = torch.stack(alphas), torch.stack(betas[::-1])  # [chars, batch, tags]
-    log_z = torch.logsumexp(alphas[-1] + last, dim=1)  # [batch]: a row's alpha stops changing at its end
-    probabilities = (alpha + beta - log_z.view(1, -1, 1)).exp() * on.unsqueeze(2)
-    return probabilities.transpose(0, 1).to(emissions.dtype)
+    transition [tags, tags] and end [tags] scores (forbidden moves may be -inf), by the scaled
+    forward-backward algorithm in float64 (`_forward_pass`, `_backward_pass`, which the training
+    loss's gradient runs too). `mask` is left-aligned and every row starts on; positions outside
+    it are 0."""
+    with torch.no_grad():
+        phi, m, alphas, sums, ends, _ = _forward_pass(emissions, mask, start, transitions, end)
+        betas = _backward_pass(phi, m, sums, ends, mask)
+        return (alphas * betas * mask.T.unsqueeze(2)).transpose(0, 1).to(emissions.dtype)
 
 
 def log_likelihood(crf: CRF, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -207,33 +197,7 @@ class _LogPartition(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, emissions, mask, start, transitions, end):  # type: ignore[override]
-        scores = emissions.detach().double().transpose(0, 1)  # [chars, batch, tags], time first
-        tops = scores.amax(dim=2, keepdim=True)
-        phi = (scores - tops).exp()
-        shift = transitions.detach().double().max()
-        m = (transitions.detach().double() - shift).exp()
-        start64, end64 = start.detach().double(), end.detach().double()
-        on = mask.T.unsqueeze(2)  # [chars, batch, 1]
-        chars = scores.shape[0]
-        alphas = torch.empty_like(scores)
-        sums = torch.ones(chars + 1, scores.shape[1], 1, dtype=scores.dtype, device=scores.device)
-        alpha = (start64 - start64.max()).exp() * phi[0]
-        sums[0] = alpha.sum(dim=1, keepdim=True)
-        alpha = alphas[0] = alpha / sums[0]
-        for t in range(1, chars):
-            step = (alpha @ m) * phi[t]
-            total = step.sum(dim=1, keepdim=True)
-            alpha = alphas[t] = torch.where(on[t], step / total, alpha)
-            sums[t] = torch.where(on[t], total, sums[t])
-        ends = (end64 - end64.max()).exp()
-        sums[chars] = (alpha * ends).sum(dim=1, keepdim=True)  # the end transition, as a last step
-        # the shifts taken out, added back: start's and end's maxima once, the transitions'
-        # once for each of a row's length - 1 steps, the emissions' once for each character
-        # inside the row (a padding step's sum is 1: its log adds nothing)
-        log_z = (
-            sums.log().sum(dim=0).squeeze(1) + (tops.squeeze(2) * mask.T).sum(dim=0)
-            + shift * (mask.sum(dim=1) - 1) + start64.max() + end64.max()
-        )  # fmt: skip
+        phi, m, alphas, sums, ends, log_z = _forward_pass(emissions, mask, start, transitions, end)
         ctx.save_for_backward(phi, m, alphas, sums, ends, mask)
         ctx.dtypes = (emissions.dtype, start.dtype, transitions.dtype, end.dtype)
         return log_z
@@ -243,11 +207,7 @@ class _LogPartition(torch.autograd.Function):
         phi, m, alphas, sums, ends, mask = ctx.saved_tensors
         on = mask.T.unsqueeze(2)
         chars = phi.shape[0]
-        betas = torch.empty_like(alphas)
-        beta = betas[chars - 1] = (ends / sums[chars]).expand_as(alphas[0])
-        for t in range(chars - 2, -1, -1):
-            step = ((phi[t + 1] * beta) @ m.T) / sums[t + 1]
-            beta = betas[t] = torch.where(on[t + 1], step, beta)
+        betas = _backward_pass(phi, m, sums, ends, mask)
         g = grad.double().view(1, -1, 1)
         marginals = alphas * betas * on * g  # [chars, batch, tags]
         # tag pairs (t - 1, t) for t >= 1 inside the row: m * sum over t and batch of
@@ -261,6 +221,57 @@ class _LogPartition(torch.autograd.Function):
             pairs.to(transition_type), last.sum(dim=0).to(end_type),
         )  # fmt: skip
 
+
+def _forward_pass(
+    emissions: torch.Tensor, mask: torch.Tensor, start: torch.Tensor, transitions: torch.Tensor, end: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The scaled forward algorithm (`_LogPartition`): (phi, the emissions' exp less each step's
+    maximum, [chars, batch, tags]; m, exp(transitions - max); the scaled forward vectors
+    [chars, batch, tags]; the step sums c [chars + 1, batch, 1], the end transition last;
+    exp(end - max); log Z [batch])."""
+    scores = emissions.detach().double().transpose(0, 1)  # [chars, batch, tags], time first
+    tops = scores.amax(dim=2, keepdim=True)
+    phi = (scores - tops).exp()
+    shift = transitions.detach().double().max()
+    m = (transitions.detach().double() - shift).exp()
+    start64, end64 = start.detach().double(), end.detach().double()
+    on = mask.T.unsqueeze(2)  # [chars, batch, 1]
+    chars = scores.shape[0]
+    alphas = torch.empty_like(scores)
+    sums = torch.ones(chars + 1, scores.shape[1], 1, dtype=scores.dtype, device=scores.device)
+    alpha = (start64 - start64.max()).exp() * phi[0]
+    sums[0] = alpha.sum(dim=1, keepdim=True)
+    alpha = alphas[0] = alpha / sums[0]
+    for t in range(1, chars):
+        step = (alpha @ m) * phi[t]
+        total = step.sum(dim=1, keepdim=True)
+        alpha = alphas[t] = torch.where(on[t], step / total, alpha)
+        sums[t] = torch.where(on[t], total, sums[t])
+    ends = (end64 - end64.max()).exp()
+    sums[chars] = (alpha * ends).sum(dim=1, keepdim=True)  # the end transition, as a last step
+    # the shifts taken out, added back: start's and end's maxima once, the transitions'
+    # once for each of a row's length - 1 steps, the emissions' once for each character
+    # inside the row (a padding step's sum is 1: its log adds nothing)
+    log_z = (
+        sums.log().sum(dim=0).squeeze(1) + (tops.squeeze(2) * mask.T).sum(dim=0)
+        + shift * (mask.sum(dim=1) - 1) + start64.max() + end64.max()
+    )  # fmt: skip
+    return phi, m, alphas, sums, ends, log_z
+
+
+def _backward_pass(
+    phi: torch.Tensor, m: torch.Tensor, sums: torch.Tensor, ends: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """The scaled backward vectors [chars, batch, tags] for `_forward_pass`'s, divided by the
+    same step sums, so that forward x backward is each tag's marginal as it is."""
+    on = mask.T.unsqueeze(2)
+    chars = phi.shape[0]
+    betas = torch.empty_like(phi)
+    beta = betas[chars - 1] = (ends / sums[chars]).expand_as(phi[0])
+    for t in range(chars - 2, -1, -1):
+        step = ((phi[t + 1] * beta) @ m.T) / sums[t + 1]
+        beta = betas[t] = torch.where(on[t + 1], step, beta)
+    return betas
 
 def viterbi(
     crf: CRF, emissions: torch.Tensor, mask: torch.Tensor, constraints: TagConstraints | None = None
