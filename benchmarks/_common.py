@@ -7,9 +7,11 @@ lock on shared machines:  flock /tmp/nlpfw-cpu.lock .venv/bin/python benchmarks/
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -164,3 +166,23 @@ def timed_training(recipe: Any) -> tuple[Any, Any, list[float], float]:
     trainer = Timed(model, task, recipe.trainer, device, amp_dtype(device, recipe.trainer.amp), Console(quiet=True))
     trainer.fit(splits["train"], splits["dev"], lambda history: None)
     return trainer, splits["train"], stamps, start
+
+
+RESULT = "RESULT "  # the line a fresh run prints its figures on, as JSON
+
+
+def print_result(result: dict) -> None:
+    """Hand a fresh run's figures back to `fresh_runs`."""
+    print(RESULT + json.dumps(result))
+
+
+def fresh_runs(script: str, variants: dict[str, list[str]], rounds: int) -> dict[str, list[dict]]:
+    """Run `script` with each variant's arguments in a fresh process, `rounds` times, the
+    variants alternating round by round (so that drift in the machine's speed hits all of
+    them): each variant's `print_result` figures, one per round."""
+    results: dict[str, list[dict]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, arguments in variants.items():
+            output = subprocess.run([sys.executable, script, *arguments], capture_output=True, text=True, check=True).stdout
+            results[name].append(json.loads(output.split(RESULT, 1)[1]))
+    return results

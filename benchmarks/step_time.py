@@ -16,9 +16,7 @@ Each SETTING is one `--set`-style override, or several joined by commas
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -48,19 +46,14 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print("RESULT " + json.dumps(one(args.size, args.steps, args.decoder, args.one)))
+        _common.print_result(one(args.size, args.steps, args.decoder, args.one))
         return
     if not args.settings:
         parser.error("name at least one SETTING (- for the recipe as it is)")
     _common.header(f"training step time by setting ({args.size} size, {args.decoder})")
     print(f"{args.steps} steps each, the first {UNTIMED} untimed; each run in a fresh process; {args.rounds} rounds")
-    results: dict[str, list[dict]] = {setting: [] for setting in args.settings}
-    for _ in range(args.rounds):
-        for setting in args.settings:
-            run = [sys.executable, __file__, "--one", setting, "--size", args.size, "--steps", str(args.steps),
-                   "--decoder", args.decoder]  # fmt: skip
-            output = subprocess.run(run, capture_output=True, text=True, check=True).stdout
-            results[setting].append(json.loads(output.split("RESULT ", 1)[1]))
+    common = ["--size", args.size, "--steps", str(args.steps), "--decoder", args.decoder]
+    results = _common.fresh_runs(__file__, {setting: ["--one", setting, *common] for setting in args.settings}, args.rounds)
     first = None
     for setting, runs in results.items():
         step = statistics.median(r["step"] for r in runs)

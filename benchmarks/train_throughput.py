@@ -21,9 +21,7 @@ Needs the `bench` extra (accelerate, for Hugging Face's Trainer): pip install -e
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -110,7 +108,7 @@ def main() -> None:
             result = ours(args.steps, args.warmup, "softmax.v1" if args.side == "ours-softmax" else "crf.v1", args.size)
         else:
             result = hugging_face(args.steps, args.warmup, args.side == "hf-grouped", args.size)
-        print("RESULT " + json.dumps(result))
+        _common.print_result(result)
         return
     recipe, _ = _common.recipe("crf.v1", args.size)
     bert = recipe.encoder.config
@@ -118,13 +116,8 @@ def main() -> None:
                    f"layers, hidden {bert.hidden_size}, batch {recipe.trainer.batch_size})")  # fmt: skip
     print(f"{args.steps} optimizer steps each, the first {args.warmup} untimed; each side in a fresh process"
           + (f"; {args.rounds} rounds, the sides alternating, medians shown" if args.rounds > 1 else ""))
-    runs: dict[str, list[dict]] = {side: [] for side in args.sides}
-    for _ in range(args.rounds):
-        for side in args.sides:
-            command = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                       "--size", args.size]  # fmt: skip
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            runs[side].append(json.loads(output.split("RESULT ", 1)[1]))
+    common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--size", args.size]
+    runs = _common.fresh_runs(__file__, {side: ["--side", side, *common] for side in args.sides}, args.rounds)
     rates = {}
     for side, results in runs.items():
         each = [result["chars"] / result["seconds"] for result in results]
