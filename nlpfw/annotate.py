@@ -20,7 +20,6 @@ method writes the prediction records.
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nlpfw.convert import option_names
 from nlpfw.errors import NlpfwError
 from nlpfw.interfaces import Example, Window
 from nlpfw.model import LoadedModel
@@ -54,7 +54,7 @@ def check_output_format(output_format: str, registry: Any, options: dict[str, st
     known = output_formats(registry)
     if output_format != JSONL and output_format not in known:
         raise NlpfwError(f"--output-format: unknown format {output_format!r}; formats: {', '.join([JSONL, *known])}")
-    takes = [] if output_format == JSONL else list(inspect.signature(known[output_format].prediction_file).parameters)[2:]
+    takes = [] if output_format == JSONL else option_names(known[output_format].prediction_file, 2)
     for key in options or {}:
         if key not in takes:
             raise NlpfwError(f"--option {key}: the {output_format} output takes no such option; "

@@ -89,8 +89,9 @@ def _taken(method: Any, options: dict[str, Any], skip: int) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key in names}
 
 
-def _option_names(method: Any, skip: int, fixed: dict[str, Any]) -> list[str]:
-    return [name for name in list(inspect.signature(method).parameters)[skip:] if name not in fixed]
+def option_names(method: Any, skip: int, fixed: dict[str, Any] | None = None) -> list[str]:
+    """The keyword options `method` takes: its parameters after the first `skip`, less `fixed`."""
+    return [name for name in list(inspect.signature(method).parameters)[skip:] if name not in (fixed or {})]
 
 
 def check_options(options: dict[str, str], source_format: str, target_format: str, registry: Any) -> None:
@@ -99,10 +100,10 @@ def check_options(options: dict[str, str], source_format: str, target_format: st
     formats = file_formats(registry)
     takes: list[str] = []
     if source_format in formats:
-        takes += _option_names(formats[source_format][0].read_file, 2, {})
+        takes += option_names(formats[source_format][0].read_file, 2)
     if target_format in formats:
         cls, fixed = formats[target_format]
-        takes += _option_names(cls.write_file, 1, fixed)
+        takes += option_names(cls.write_file, 1, fixed)
     takes = list(dict.fromkeys(takes))
     for key in options:
         if key not in takes:
